@@ -1,0 +1,142 @@
+"""Checks for ``grad_clipping``: joint norm, direction, the untouched case, both kinds of net."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from grader import hookimpl
+from grader.checks.base import Check, Exercise
+from grader.results import Verdict
+from grader.wire import TensorData
+
+EXERCISE = "grad_clipping"
+#: name -> (kind of net, theta, joint norm of the gradients as a multiple of theta, equal per-parameter norms)
+CASES = {
+    "above": ("module", 0.7, 5.0, False),
+    "below": ("module", 0.7, 0.6, False),
+    "scratch": ("scratch", 1.0, 3.0, False),
+    "joint": ("module", 0.5, 1.6, True),
+}
+SHAPES = [(6, 4), (4,), (4, 3), (3,)]
+
+
+def make_grads(case: str) -> tuple[list, float]:
+    """Gradients with a known joint norm for ``case``, plus theta."""
+    import torch
+
+    _, theta, multiple, equal = CASES[case]
+    g = torch.Generator().manual_seed(sorted(CASES).index(case) + 3)
+    grads = [torch.randn(*shape, generator=g) for shape in SHAPES]
+    if equal:  # each parameter's own norm is below theta, only the joint norm is above
+        target = multiple * theta / np.sqrt(len(grads))
+        grads = [gr * (target / gr.norm()) for gr in grads]
+    else:
+        joint = torch.sqrt(sum((gr ** 2).sum() for gr in grads))
+        grads = [gr * (multiple * theta / joint) for gr in grads]
+    return grads, theta
+
+
+def probe_clip(ctx, case: str) -> Any:
+    import torch
+    from torch import nn
+
+    grads, theta = make_grads(case)
+    g = torch.Generator().manual_seed(99)
+    values = [torch.randn(*shape, generator=g) for shape in SHAPES]
+    kind = CASES[case][0]
+    if kind == "module":
+        net = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3))
+        params = [net[0].weight, net[0].bias, net[2].weight, net[2].bias]
+        with torch.no_grad():
+            for p, v in zip(params, [values[0].T, values[1], values[2].T, values[3]]):
+                p.copy_(v)
+        for p, gr in zip(params, [grads[0].T, grads[1], grads[2].T, grads[3]]):
+            p.grad = gr.clone()
+    else:
+        params = [v.clone().requires_grad_(True) for v in values]
+        for p, gr in zip(params, grads):
+            p.grad = gr.clone()
+        net = type("ScratchModel", (), {})()
+        net.params = params
+    before = [p.detach().clone() for p in params]
+    ctx.student("grad_clipping")(net, theta)
+    if kind == "module":
+        params = [net[0].weight, net[0].bias, net[2].weight, net[2].bias]
+        grads_after = [params[0].grad.T, params[1].grad, params[2].grad.T, params[3].grad]
+    else:
+        grads_after = [p.grad for p in net.params]
+    return {
+        "grads": [gr if isinstance(gr, torch.Tensor) else None for gr in grads_after],
+        "params_unchanged": all(torch.equal(p.detach(), b) for p, b in zip(params, before)),
+    }
+
+
+def judge_clip(observed: Any, case: str) -> Verdict:
+    grads, theta = make_grads(case)
+    given = [gr.numpy().astype(np.float64) for gr in grads]
+    norm = float(np.sqrt(sum((gr ** 2).sum() for gr in given)))
+    scale = min(1.0, theta / norm)
+    if not observed["params_unchanged"]:
+        return Verdict.failed("grad_clipping changed the parameters themselves; it should only rescale their .grad")
+    got = observed["grads"]
+    if any(gr is None or not isinstance(gr, TensorData) or gr.array is None for gr in got):
+        return Verdict.failed("after grad_clipping some parameter has no .grad tensor left")
+    got = [gr.array.astype(np.float64) for gr in got]
+    if any(a.shape != b.shape for a, b in zip(got, given)):
+        return Verdict.failed("grad_clipping changed the shape of a gradient")
+    new_norm = float(np.sqrt(sum((gr ** 2).sum() for gr in got)))
+    expected = [gr * scale for gr in given]
+    if all(np.allclose(a, b, rtol=1e-5, atol=1e-7 * max(1.0, norm)) for a, b in zip(got, expected)):
+        what = f"joint norm {norm:.3g} > θ = {theta}: rescaled to {new_norm:.4g}" if scale < 1 else f"joint norm {norm:.3g} ≤ θ = {theta}: left alone"
+        return Verdict.passed(what, figures={"norm before": round(norm, 5), "norm after": round(new_norm, 5), "theta": theta})
+    figures = {"norm before": round(norm, 5), "norm after": round(new_norm, 5), "theta": theta}
+    return Verdict.failed(_diagnose(given, got, norm, new_norm, theta), figures=figures)
+
+
+def _diagnose(given: list, got: list, norm: float, new_norm: float, theta: float) -> str:
+    unchanged = all(np.allclose(a, b, rtol=1e-6, atol=0) for a, b in zip(got, given))
+    flat_given, flat_got = np.concatenate([g.ravel() for g in given]), np.concatenate([g.ravel() for g in got])
+    cosine = float(flat_given @ flat_got / (np.linalg.norm(flat_given) * np.linalg.norm(flat_got) + 1e-30))
+    if norm <= theta:
+        if unchanged:
+            return "gradients changed"  # unreachable: unchanged gradients pass
+        if abs(new_norm - theta) < 1e-3 * theta:
+            return (f"the joint norm {norm:.3g} was already below θ = {theta}, yet the gradients were rescaled to norm θ; "
+                    "only rescale when the norm is larger than θ")
+        return f"the joint norm {norm:.3g} was already below θ = {theta}, so the gradients should be left unchanged, but they changed"
+    if unchanged:
+        per_param = [float(np.linalg.norm(g)) for g in given]
+        if max(per_param) <= theta:
+            return (f"no gradient was changed: each parameter's own gradient norm is below θ = {theta}, but their JOINT "
+                    f"norm is {norm:.3g}; clip the norm of all gradients together")
+        return f"the joint gradient norm is {norm:.3g} > θ = {theta}, but the gradients were left unchanged"
+    if cosine < 1 - 1e-4:
+        return (f"the gradients' direction changed (cosine {cosine:.4f} with the original); clipping must multiply every "
+                "gradient by the same factor θ / norm (clamping values elementwise changes the direction)")
+    per_param_ok = all(np.linalg.norm(g) <= theta * (1 + 1e-4) for g in got)
+    if per_param_ok and new_norm > theta * (1 + 1e-4):
+        return (f"the gradients were clipped one parameter at a time (joint norm now {new_norm:.4g} > θ = {theta}); "
+                "compute one norm over all parameters and scale them all by θ / norm")
+    return (f"after clipping the joint norm should be θ = {theta}, but it is {new_norm:.4g} "
+            f"(it was {norm:.4g}); scale every gradient by θ / norm")
+
+
+@hookimpl
+def grader_exercises():
+    return [Exercise(EXERCISE, "Gradient clipping", ("grad_clipping",),
+                     "rescale all gradients together so their joint L2 norm is at most θ")]
+
+
+@hookimpl
+def grader_checks(config):
+    def clip(name: str, title: str, points: float) -> Check:
+        return Check(EXERCISE, name, title, "grad_clipping", points, probe_clip, judge_clip, dict(case=name))
+
+    return [
+        clip("above", "gradients above θ are rescaled to norm θ, direction kept (nn.Module)", 5),
+        clip("below", "gradients already below θ are left alone", 3),
+        clip("scratch", "works on a scratch model through net.params", 3),
+        clip("joint", "the norm is taken over all parameters jointly", 4),
+    ]

@@ -1,0 +1,211 @@
+"""Checks for ``predict``: exact greedy text on a trained model, length and prefix, state carried."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from grader import hookimpl
+from grader.checks.base import Check, Exercise
+from grader.checks.reference_runs import default_setup, reference_training
+from grader.results import Verdict
+
+EXERCISE = "predict"
+
+
+def _cases(tokens: list[str]) -> list[list]:
+    letters = [t for t in tokens if len(t) == 1 and t != " "]
+    word = "".join(letters[:5])
+    return [[f"{word} {letters[5]}", 20], [letters[1], 12], [f"{letters[2]}{letters[0]} ", 1], [word, 0]]
+
+
+def trained_model(corpus: dict) -> dict:
+    """Parameters and vocabulary of the reference model after the standard budget."""
+    return _trained_model(repr(corpus))
+
+
+@lru_cache(maxsize=4)
+def _trained_model(key: str) -> dict:
+    import ast
+
+    corpus = ast.literal_eval(key)
+    setup = default_setup(corpus)
+    run = reference_training(setup)
+    from grader.training import vocab_and_ids
+
+    vocab, _ = vocab_and_ids(corpus)
+    return {
+        "params": [p.tolist() for p in run["params"]],
+        "tokens": list(vocab.idx_to_token),
+        "num_hiddens": setup.num_hiddens,
+    }
+
+
+def _build(model: dict, hooks: dict):
+    import torch
+
+    from grader.training import make_net, vocab_and_ids
+
+    vocab, _ = vocab_and_ids({"tokens": model["tokens"], "ids": []})
+    params = [torch.tensor(p, dtype=torch.float32).requires_grad_(True) for p in model["params"]]
+    net = make_net(len(vocab), model["num_hiddens"], 0, hooks, params=params)
+    return net, vocab
+
+
+class _TracingNet:
+    """Records every call's inputs and whether it continued from the previous state."""
+
+    def __init__(self, net):
+        self.net, self.params = net, net.params
+        self.calls: list[dict] = []
+        self.begin_states = 0
+        self._last = None
+
+    def begin_state(self, batch_size=1, device=None, **kwargs):
+        import torch
+
+        self.begin_states += 1
+        state = self.net.begin_state(batch_size=batch_size, device=device)
+        self._last = state[0].detach().clone() if isinstance(state[0], torch.Tensor) else None
+        return state
+
+    def __call__(self, X, state):
+        import torch
+
+        from grader.fixtures import first_of
+
+        h = first_of(state)
+        tokens = X.detach().reshape(-1).tolist() if isinstance(X, torch.Tensor) else None
+        continued = isinstance(h, torch.Tensor) and self._last is not None and h.shape == self._last.shape \
+            and bool(torch.equal(h.detach(), self._last))
+        self.calls.append({"tokens": tokens, "shape": list(X.shape) if hasattr(X, "shape") else None,
+                           "continued": continued})
+        outputs, new_state = self.net(X, state)
+        final = first_of(new_state)
+        self._last = final.detach().clone() if isinstance(final, torch.Tensor) else None
+        return outputs, new_state
+
+
+def probe_predict(ctx, model: dict, cases: list) -> Any:
+    import torch
+
+    results = []
+    for prefix, num_preds in cases:
+        net, vocab = _build(model, ctx.reference)
+        traced = _TracingNet(net)
+        text = ctx.student("predict")(prefix, num_preds, traced, vocab, torch.device("cpu"))
+        results.append({
+            "text": text if isinstance(text, str) else None,
+            "kind": type(text).__name__,
+            "calls": traced.calls[:200],
+            "begin_states": traced.begin_states,
+        })
+    return results
+
+
+@lru_cache(maxsize=8)
+def _reference_texts(model_key: str, cases_key: str) -> list[str]:
+    import json
+
+    import torch
+
+    from grader.plugins import get_reference_manager, reference_hooks
+
+    model, cases = json.loads(model_key), json.loads(cases_key)
+    predict = get_reference_manager().hook.predict
+    texts = []
+    for prefix, num_preds in cases:
+        net, vocab = _build(model, reference_hooks())
+        texts.append(predict(prefix=prefix, num_preds=num_preds, net=net, vocab=vocab, device=torch.device("cpu")))
+    return texts
+
+
+def reference_texts(model: dict, cases: list) -> list[str]:
+    import json
+
+    return _reference_texts(json.dumps(model), json.dumps(cases))
+
+
+def judge_text(observed: Any, model: dict, cases: list) -> Verdict:
+    texts = reference_texts(model, cases)
+    for (prefix, num_preds), want, got in zip(cases, texts, observed):
+        if got["text"] is None:
+            return Verdict.failed(f"predict should return a string, but returned a {got['kind']}")
+        if got["text"] == want:
+            continue
+        text = got["text"]
+        at = next((i for i, (a, b) in enumerate(zip(text, want)) if a != b), min(len(text), len(want)))
+        where = f"after {text[:at]!r}" if at else "at the very start"
+        return Verdict.failed(
+            f"for prefix {prefix!r} and {num_preds} predictions, expected {want!r} but got {text!r} "
+            f"(first difference {where}); each new character is the argmax of the model's output "
+            "for the previous character, with the state carried along",
+            figures={"expected": want, "got": text})
+    shown = "; ".join(f"{p!r} → {t!r}" for (p, _), t in zip(cases, texts) if len(t) > len(p))
+    return Verdict.passed(f"generated the reference's text for {len(cases)} prefixes", details=shown)
+
+
+def judge_length(observed: Any, model: dict, cases: list) -> Verdict:
+    for (prefix, num_preds), got in zip(cases, observed):
+        text = got["text"]
+        if text is None:
+            return Verdict.failed(f"predict should return a string, but returned a {got['kind']}")
+        if not text.startswith(prefix):
+            return Verdict.failed(f"the returned text should start with the prefix {prefix!r}, but it is {text!r}")
+        if len(text) != len(prefix) + num_preds:
+            return Verdict.failed(
+                f"for prefix {prefix!r} (length {len(prefix)}) and num_preds={num_preds} the result should have "
+                f"{len(prefix) + num_preds} characters, but it has {len(text)}: {text!r}")
+    return Verdict.passed("the prefix followed by exactly num_preds characters, also for num_preds = 0")
+
+
+def judge_state(observed: Any, model: dict, cases: list) -> Verdict:
+    texts = reference_texts(model, cases)
+    tokens = model["tokens"]
+    index = {t: i for i, t in enumerate(tokens)}
+    for (prefix, num_preds), want, got in zip(cases, texts, observed):
+        calls = got["calls"]
+        if got["begin_states"] < 1:
+            return Verdict.failed("predict never called net.begin_state(batch_size=1, device=device) to get a fresh state")
+        for k, call in enumerate(calls):
+            if not call["continued"]:
+                which = "the state from net.begin_state" if k == 0 else "the state returned by the previous call"
+                return Verdict.failed(
+                    f"for prefix {prefix!r}, call {k + 1} to the model did not start from {which}; "
+                    "pass the state each call returns into the next call")
+        fed = [t for call in calls for t in (call["tokens"] or [])]
+        text = got["text"] or ""
+        expected_fed = [index.get(ch, 0) for ch in (text[:-1] if num_preds else prefix)]
+        if num_preds == 0 and fed and fed != expected_fed[:len(fed)]:
+            return Verdict.failed(f"for prefix {prefix!r} the model was fed {_decode(fed, tokens)!r}, not the prefix")
+        if num_preds and fed != expected_fed:
+            return Verdict.failed(
+                f"for prefix {prefix!r} the model was fed {_decode(fed, tokens)!r}; it should see every prefix "
+                f"character in turn and then each generated character ({_decode(expected_fed, tokens)!r})")
+    return Verdict.passed("warms up on the whole prefix and carries the state through every call")
+
+
+def _decode(ids: list, tokens: list[str]) -> str:
+    return "".join(tokens[i] if 0 <= i < len(tokens) else "?" for i in ids)
+
+
+@hookimpl
+def grader_exercises():
+    return [Exercise(EXERCISE, "Greedy prediction", ("predict",),
+                     "warm the state up on a prefix, then generate characters one argmax at a time")]
+
+
+@hookimpl
+def grader_checks(config):
+    from grader.checks.train_epoch import corpus_spec
+
+    model = trained_model(corpus_spec(config))
+    params = dict(model=model, cases=_cases(model["tokens"]))
+    return [
+        Check(EXERCISE, "text", "generates the reference's greedy text on a trained model", "predict", 8,
+              probe_predict, judge_text, params),
+        Check(EXERCISE, "length", "returns the prefix plus exactly num_preds characters", "predict", 3,
+              probe_predict, judge_length, params),
+        Check(EXERCISE, "state", "feeds the prefix and carries the state from call to call", "predict", 4,
+              probe_predict, judge_state, params),
+    ]

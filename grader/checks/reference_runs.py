@@ -1,0 +1,44 @@
+"""The reference's own training runs, computed once per process in the judge.
+
+Their results set the perplexity band for ``train_epoch`` and give ``predict`` a
+trained model to generate from.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+from grader.training import Setup
+
+#: the seeded training budget every perplexity comparison uses
+EPOCHS = 8
+
+
+def default_setup(corpus: dict) -> Setup:
+    return Setup(corpus=corpus, num_hiddens=64, batch_size=8, num_steps=16, lr=2.0, seed=0)
+
+
+def reference_training(setup: Setup, epochs: int = EPOCHS, **options) -> dict:
+    return _reference_training(json.dumps(setup.to_params(), sort_keys=True), epochs,
+                               json.dumps(options, sort_keys=True))
+
+
+@lru_cache(maxsize=16)
+def _reference_training(setup_json: str, epochs: int, options_json: str) -> dict:
+    import torch
+
+    from grader.plugins import get_reference_manager, reference_hooks
+    from grader.training import run_training
+
+    hooks = reference_hooks()
+    train_epoch = get_reference_manager().hook.train_epoch
+    setup = Setup(**json.loads(setup_json))
+    torch.set_num_threads(1)
+
+    def call(net, train_iter, loss, updater, device, use_random_iter):
+        return train_epoch(net=net, train_iter=train_iter, loss=loss, updater=updater, device=device,
+                           use_random_iter=use_random_iter)
+
+    result = run_training(call, hooks, setup, epochs, keep_params=True, **json.loads(options_json))
+    return result

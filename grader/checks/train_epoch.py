@@ -1,0 +1,243 @@
+"""Checks for ``train_epoch``: perplexity against the reference, plus behaviour observed while it runs.
+
+Perplexity over a short budget cannot see most training bugs (a missing clip is
+invisible while gradients stay below the threshold), so each behaviour the
+lesson teaches is observed directly by the objects handed to the student's loop.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Any
+
+from grader import hookimpl
+from grader.checks.base import Check, Exercise
+from grader.checks.reference_runs import EPOCHS, default_setup, reference_training
+from grader.results import Verdict
+from grader.training import Setup, corpus_spec_markov, corpus_spec_text
+
+EXERCISE = "train_epoch"
+MARKOV_CHARS, MARKOV_SEED = 4000, 0
+#: relative band around the reference's perplexity; same seeds, so only float reordering moves it
+BAND = 0.05
+#: minibatches observed by the behaviour checks
+BEHAVIOUR_BATCHES = 6
+GRAD_SCALE = 1000.0
+
+
+def corpus_spec(config) -> dict:
+    if config.corpus_path is None:
+        return corpus_spec_markov(MARKOV_CHARS, MARKOV_SEED)
+    return _text_spec(str(config.corpus_path))
+
+
+@lru_cache(maxsize=2)
+def _text_spec(path: str) -> dict:
+    from grader.corpus import load_corpus
+
+    return corpus_spec_text(load_corpus(path).text)
+
+
+def corpus_facts(spec: dict) -> dict:
+    """Name, length and lowest reachable perplexity of the corpus, for the report."""
+    if "markov" in spec:
+        from grader.corpus import markov_corpus
+
+        corpus = markov_corpus(*spec["markov"])
+        return {"name": corpus.name, "characters": len(corpus), "min_perplexity": corpus.min_perplexity}
+    return {"name": "text file", "characters": len(spec["ids"]), "min_perplexity": None}
+
+
+def probe_train(ctx, setup: dict, epochs: int, **options: Any) -> Any:
+    from grader.training import run_training
+
+    return run_training(ctx.student("train_epoch"), ctx.reference, Setup(**setup), epochs, **options)
+
+
+# ---------------------------------------------------------------- judges
+
+
+def judge_perplexity(observed: Any, setup: dict, epochs: int, **options: Any) -> Verdict:
+    ref = reference_training(Setup(**setup), epochs, **options)
+    got = [e["observed_ppl"] for e in observed["epochs"]]
+    want = [e["observed_ppl"] for e in ref["epochs"]]
+    facts = corpus_facts(setup["corpus"])
+    figures = {
+        "series": [
+            {"label": "yours", "x": list(range(1, len(got) + 1)), "y": [_finite(v) for v in got]},
+            {"label": "reference", "x": list(range(1, len(want) + 1)), "y": want},
+        ],
+        "title": "training perplexity per epoch",
+    }
+    if facts["min_perplexity"]:
+        figures["series"].append({"label": "lowest possible", "x": [1, len(want)], "y": [facts["min_perplexity"]] * 2})
+    summary = {"your perplexity": _round(got[-1]), "reference perplexity": _round(want[-1])}
+    if observed["num_batches"] == 0:
+        return Verdict.failed("train_epoch never called the loss: no training happened", figures={"perplexity": figures})
+    final, target = got[-1], want[-1]
+    low, high = target * (1 - BAND), target * (1 + BAND)
+    if not math.isfinite(final):
+        return Verdict.failed("training diverged: the perplexity is not finite", figures={"perplexity": figures, **summary})
+    if final < low:
+        return Verdict.failed(
+            f"after {epochs} epochs your training perplexity is {final:.3g}, suspiciously BELOW the reference's "
+            f"{target:.3g} (band {low:.3g}-{high:.3g}); the labels may leak into the inputs (Y must be the inputs shifted by one)",
+            figures={"perplexity": figures, **summary})
+    if final > high:
+        hint = ""
+        args = observed.get("updater_args") or []
+        if args and any(a != 1 for a in args if isinstance(a, (int, float))):
+            hint = f"; updater was called with batch_size={args[0]}, but the loss is already a mean, so use updater(batch_size=1)"
+        return Verdict.failed(
+            f"after {epochs} epochs your training perplexity is {final:.3g}, above the reference's {target:.3g} "
+            f"(band {low:.3g}-{high:.3g}){hint}", figures={"perplexity": figures, **summary})
+    return Verdict.passed(f"perplexity {final:.3g} after {epochs} epochs (reference {target:.3g})",
+                          figures={"perplexity": figures, **summary})
+
+
+def judge_reported(observed: Any, setup: dict, epochs: int, **options: Any) -> Verdict:
+    for k, epoch in enumerate(observed["epochs"]):
+        returned = epoch["returned"]
+        if not isinstance(returned, list) or len(returned) != 2:
+            return Verdict.failed(f"train_epoch should return (perplexity, tokens_per_second), but returned {returned!r}")
+        ppl, speed = returned
+        if not isinstance(ppl, float) or not isinstance(speed, float):
+            return Verdict.failed(f"train_epoch should return two numbers, but returned {returned!r}")
+        want = epoch["observed_ppl"]
+        if not (math.isfinite(ppl) and abs(ppl - want) <= 1e-3 * want):
+            hint = ""
+            if math.isfinite(ppl) and abs(ppl - math.log(want)) <= 1e-3 * math.log(want):
+                hint = "; that is the mean loss: perplexity is exp(mean loss)"
+            return Verdict.failed(f"in epoch {k + 1} the returned perplexity is {ppl:.5g}, but the losses computed "
+                                  f"during the epoch give exp(total loss / tokens) = {want:.5g}{hint}")
+        measured = epoch["tokens"] / max(epoch["seconds"], 1e-9)
+        if not (math.isfinite(speed) and measured / 20 <= speed <= measured * 20):
+            return Verdict.failed(f"the returned speed {speed:.4g} tokens/s does not fit the epoch: "
+                                  f"{epoch['tokens']} tokens in {epoch['seconds']:.3g} s is about {measured:.4g} tokens/s")
+    return Verdict.passed("returns exp(mean loss over the epoch) and a plausible tokens/s")
+
+
+def judge_sequential_state(observed: Any, **_: Any) -> Verdict:
+    calls = observed["calls"]
+    if not calls:
+        return Verdict.failed("train_epoch never called the model")
+    if not calls[0]["zeros"]:
+        return Verdict.failed("the first minibatch did not start from a fresh state from net.begin_state")
+    for k, call in enumerate(calls[1:], start=2):
+        if call.get("bad_state"):
+            return Verdict.failed(f"minibatch {k} was given a state that is not a tuple of tensors")
+        if call["has_grad_fn"]:
+            return Verdict.failed(f"the state carried into minibatch {k} still has its computation graph; "
+                                  "detach it (s.detach_()) so back-propagation stops at the minibatch boundary")
+        if not call["carried"]:
+            if call["zeros"]:
+                return Verdict.failed(f"minibatch {k} started from a fresh state; with sequential sampling only the "
+                                      "first minibatch gets one, later ones continue from the previous final state")
+            return Verdict.failed(f"minibatch {k} did not continue from the state the previous minibatch ended with")
+    if observed["begin_states"] != 1:
+        return Verdict.failed(f"net.begin_state was called {observed['begin_states']} times in a sequential epoch; "
+                              "call it once, for the first minibatch")
+    return Verdict.passed(f"fresh state once, then carried and detached across {len(calls)} minibatches")
+
+
+def judge_random_state(observed: Any, **_: Any) -> Verdict:
+    calls = observed["calls"]
+    if not calls:
+        return Verdict.failed("train_epoch never called the model")
+    for k, call in enumerate(calls, start=1):
+        if not call["zeros"] or call["has_grad_fn"]:
+            return Verdict.failed(f"with random sampling minibatch {k} did not start from a fresh state; "
+                                  "neighbouring minibatches are unrelated, so call net.begin_state for every one")
+    return Verdict.passed(f"a fresh state for each of {len(calls)} randomly sampled minibatches")
+
+
+def judge_labels(observed: Any, **_: Any) -> Verdict:
+    losses = observed["losses"]
+    if not losses:
+        return Verdict.failed("train_epoch never called the loss")
+    for k, entry in enumerate(losses, start=1):
+        if entry["paired"] is False:
+            return Verdict.failed(
+                f"in minibatch {k} the outputs were compared with the wrong labels; outputs come time step by time "
+                "step (row t*B + b), so the labels must be Y.T.reshape(-1), not Y.reshape(-1)")
+    return Verdict.passed(f"outputs met their own next characters in all {len(losses)} minibatches")
+
+
+def judge_clipping(observed: Any, **options: Any) -> Verdict:
+    return _judge_updates(observed, "clipping")
+
+
+def judge_optimizer(observed: Any, **options: Any) -> Verdict:
+    if observed["num_batches"] and not observed["updates"]:
+        return Verdict.failed("updater.step() was never called")
+    return _judge_updates(observed, "optimizer")
+
+
+def _judge_updates(observed: Any, what: str) -> Verdict:
+    updates, batches = observed["updates"], observed["num_batches"]
+    if not updates:
+        return Verdict.failed("the updater was never called, so the model never learned")
+    if len(updates) != batches:
+        return Verdict.failed(f"{len(updates)} updates for {batches} minibatches: update exactly once per minibatch")
+    for k, update in enumerate(updates, start=1):
+        if not update.get("known"):
+            return Verdict.failed(f"at update {k} some parameter had no gradient")
+        if update["match"]:
+            continue
+        fresh, norm = update["fresh_norm"], update["norm"]
+        if what == "optimizer" and k > 1 and norm > 1.0 + 1e-3:
+            return Verdict.failed(f"at update {k} the gradients were not this minibatch's (norm {norm:.3g}); gradients "
+                                  "from earlier minibatches were still there: call updater.zero_grad() before backward()")
+        if fresh > 1.0 and norm > 1.0 + 1e-3:
+            return Verdict.failed(f"at update {k} the gradient norm was {norm:.4g} (> 1): gradients must be clipped "
+                                  "to norm 1 after backward() and before the update")
+        if fresh <= 1.0 and abs(norm - 1.0) < 1e-3:
+            return Verdict.failed(f"at update {k} gradients of norm {fresh:.3g} were rescaled up to 1; "
+                                  "only clip when the norm is above θ")
+        return Verdict.failed(f"at update {k} the gradients differ from this minibatch's gradients clipped to norm 1 "
+                              f"(norm {norm:.4g}, expected {min(fresh, 1.0):.4g})")
+    if what == "optimizer":
+        return Verdict.passed(f"zero_grad, backward, clip and step in order for all {batches} minibatches")
+    return Verdict.passed(f"gradients clipped to norm 1 before every one of {batches} updates")
+
+
+def _finite(value: float) -> float | None:
+    return value if isinstance(value, float) and math.isfinite(value) else None
+
+
+def _round(value: float) -> Any:
+    return round(value, 4) if isinstance(value, float) and math.isfinite(value) else str(value)
+
+
+# ---------------------------------------------------------------- registration
+
+
+@hookimpl
+def grader_exercises():
+    return [Exercise(EXERCISE, "Training epoch", ("train_epoch",),
+                     "truncated back-propagation through time with state handling and clipping")]
+
+
+@hookimpl
+def grader_checks(config):
+    setup = default_setup(corpus_spec(config)).to_params()
+    short = dict(setup=setup, epochs=1, max_batches=BEHAVIOUR_BATCHES)
+
+    def check(name, title, points, judge, params, timeout=60.0):
+        return Check(EXERCISE, name, title, "train_epoch", points, probe_train, judge, params, timeout=timeout)
+
+    full = dict(setup=setup, epochs=EPOCHS)
+    return [
+        check("perplexity", f"perplexity after {EPOCHS} seeded epochs matches the reference's", 6, judge_perplexity, full, 120.0),
+        check("reported", "returns (exp(mean loss), tokens per second)", 4, judge_reported, dict(short, epochs=2)),
+        check("state.sequential", "sequential sampling: fresh state once, then carried and detached", 5,
+              judge_sequential_state, short),
+        check("state.random", "random sampling: a fresh state for every minibatch", 4, judge_random_state,
+              dict(short, use_random_iter=True)),
+        check("labels", "outputs are compared with labels Y.T.reshape(-1)", 4, judge_labels, short),
+        check("clipping", "gradients are clipped to norm 1 before every update", 4, judge_clipping,
+              dict(short, loss_scale=GRAD_SCALE, fresh_grads=True)),
+        check("optimizer", "with a torch.optim optimizer: zero_grad, backward, clip, step", 3, judge_optimizer,
+              dict(short, optimizer=True, fresh_grads=True)),
+    ]

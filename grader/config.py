@@ -1,0 +1,25 @@
+"""Settings for one grading run, fixed before any check starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    #: text file to train on instead of the generated Markov corpus (book preprocessing applies)
+    corpus_path: Optional[Path] = None
+    #: folder for report.html and results.json; None writes nothing
+    out_dir: Optional[Path] = None
+    #: also run checks marked hidden (instructors)
+    hidden: bool = False
+    #: seconds one check may run before its runner is stopped
+    check_timeout: float = 60.0
+    #: print per-check lines to the terminal
+    verbose: bool = False
+    #: colour in terminal output
+    color: bool = False
+    #: devices the device checks run on besides "meta" (e.g. "cuda" when available)
+    extra_devices: tuple[str, ...] = field(default_factory=tuple)

@@ -1,0 +1,188 @@
+"""From a submission folder to a :class:`GradingReport`: collect checks, run probes, judge.
+
+The engine is the only place that turns runner replies into verdicts. It
+trusts nothing in a reply beyond its shape: values are judged against the
+reference here, and whatever went wrong in the runner (an exception, a
+timeout, a crash) costs exactly the check that was running.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import grader
+from grader import wire
+from grader.checks.base import Check, Exercise
+from grader.config import RunConfig
+from grader.pool import Reply, Runner
+from grader.results import (
+    ERROR,
+    FAILED,
+    NOT_IMPLEMENTED,
+    CheckResult,
+    ExerciseResult,
+    FileProblem,
+    GradingReport,
+    Verdict,
+)
+
+#: limits applied to every check's process
+DEFAULT_LIMITS = {"address_space": 4 << 30, "file_size": 16 << 20}
+RESULT_LIMIT = 64 << 20
+#: well-known error messages and what they usually mean
+HINTS = (
+    (r"backward through the graph a second time", "detach the state between minibatches (s.detach_())"),
+    (r"mat1 and mat2 shapes cannot be multiplied", "check the matrix orientation: X (B, V) @ W_xh (V, H), H (B, H) @ W_hh (H, H)"),
+    (r"Expected all tensors to be on the same device", "create every tensor on the device you were given"),
+    (r"Torch not compiled with CUDA|no NVIDIA driver|CUDA", "do not hard-code 'cuda'; use the device argument"),
+    (r"meta tensors?|on the meta device|device='meta'|Cannot copy out of meta",
+     "this check passes device='meta'; create tensors with device=device and avoid .cpu(), .numpy() and .item()"),
+    (r"object is not callable", "the updater may be a torch.optim optimizer: call updater.step() for those"),
+    (r"has no attribute 'step'|has no attribute 'zero_grad'", "the updater may be a plain function: call updater(batch_size=1)"),
+)
+SIGNALS = {9: "killed (SIGKILL), usually for exceeding the memory limit", 11: "crashed with a segmentation fault",
+           6: "aborted", 24: "exceeded its CPU time limit", 25: "exceeded the file size limit"}
+
+
+def probe_load(ctx) -> Any:
+    """Report which hooks the submission implements and what went wrong per file."""
+    return {"where": ctx.loaded.where, "problems": [list(p) for p in ctx.loaded.problems]}
+
+
+@dataclass
+class Plan:
+    exercises: list[Exercise]
+    checks: list[Check]
+
+
+def plan(pm: Any, config: RunConfig) -> Plan:
+    exercises = [ex for group in pm.hook.grader_exercises() for ex in group]
+    order = {ex.name: i for i, ex in enumerate(exercises)}
+    checks = [c for group in pm.hook.grader_checks(config=config) for c in group]
+    checks = [c for c in checks if config.hidden or not c.hidden]
+    unknown = sorted({c.exercise for c in checks} - set(order))
+    if unknown:
+        raise ValueError(f"checks name unknown exercises: {', '.join(unknown)}")
+    checks.sort(key=lambda c: order[c.exercise])  # stable: keeps each plugin's own order
+    return Plan(exercises, checks)
+
+
+def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Optional[Plan] = None) -> GradingReport:
+    started = time.monotonic()
+    folder = folder.resolve()
+    the_plan = the_plan or plan(pm, config)
+    limits = dict(DEFAULT_LIMITS)
+    load_reply = runner.run_one({"submission": str(folder), "probe": "grader.engine:probe_load", "hook": None,
+                                 "params": {}, "timeout": config.check_timeout, "limits": limits})
+    where, problems = _load_outcome(load_reply)
+    to_run = [c for c in the_plan.checks if c.hook in where]
+    requests = [dict(c.request(str(folder), limits), timeout=min(c.timeout, config.check_timeout * 2)) for c in to_run]
+    results: dict[str, CheckResult] = {}
+    for check, (_, reply) in zip(to_run, runner.run(requests)):
+        results[check.id] = _result(check, reply)
+    for check in the_plan.checks:
+        if check.id not in results:
+            verdict = Verdict(NOT_IMPLEMENTED, f"{check.hook} is not implemented (no @hookimpl def {check.hook}(...) found)")
+            results[check.id] = _record(check, verdict)
+    exercises = []
+    for ex in the_plan.exercises:
+        checks = tuple(results[c.id] for c in the_plan.checks if c.exercise == ex.name)
+        if not checks:
+            continue
+        exercises.append(ExerciseResult(ex.name, ex.title, sum(c.points for c in checks), sum(c.max_points for c in checks),
+                                        checks, figures=_exercise_figures(checks)))
+    points = sum(e.points for e in exercises)
+    max_points = sum(e.max_points for e in exercises)
+    from grader.checks.train_epoch import corpus_facts, corpus_spec
+
+    return GradingReport(
+        submission=str(folder), points=round(points, 6), max_points=round(max_points, 6), exercises=tuple(exercises),
+        problems=tuple(problems), implemented=dict(where), seconds=round(time.monotonic() - started, 3),
+        corpus=corpus_facts(corpus_spec(config)), grader_version=grader.__version__,
+    )
+
+
+def _load_outcome(reply: Reply) -> tuple[dict[str, str], list[FileProblem]]:
+    value, failure = _decode(reply)
+    if failure is not None:
+        return {}, [FileProblem(".", f"the submission could not be loaded: {failure.message}")]
+    if "value" not in value:
+        return {}, [FileProblem(".", f"the submission could not be loaded: {value.get('error', 'unknown error')}")]
+    data = value["value"]
+    where = {str(k): str(v) for k, v in dict(data["where"]).items()}
+    problems = [FileProblem(str(p[0]), str(p[1]), str(p[2])) for p in data["problems"]]
+    return where, problems
+
+
+def _decode(reply: Reply) -> tuple[Any, Optional[Verdict]]:
+    """The reply's decoded result, or the verdict for a probe that did not finish."""
+    if reply.status == "timeout":
+        return None, Verdict(ERROR, f"stopped after {reply.seconds:.0f} s wall time: an endless loop, or far too slow")
+    if reply.status == "result_too_large":
+        return None, Verdict(ERROR, "returned a result larger than the grader accepts")
+    if reply.status == "runner_died":
+        return None, Verdict(ERROR, "the grading process stopped responding while this check ran")
+    if reply.status != "ok" or reply.result is None:
+        if reply.signal:
+            why = SIGNALS.get(reply.signal, f"was killed by signal {reply.signal}")
+            return None, Verdict(ERROR, f"the process running your code {why}")
+        return None, Verdict(ERROR, f"the process running your code exited (status {reply.exit_code}) before the check finished")
+    try:
+        value = wire.loads(reply.result, RESULT_LIMIT)
+    except wire.WireError as exc:
+        return None, Verdict(ERROR, f"the check's result was malformed: {exc}")
+    if not isinstance(value, dict):
+        return None, Verdict(ERROR, "the check's result was malformed")
+    return value, None
+
+
+def _hint(message: str) -> str:
+    for pattern, hint in HINTS:
+        if re.search(pattern, message):
+            return f" (hint: {hint})"
+    return ""
+
+
+def verdict_for(check: Check, reply: Reply) -> Verdict:
+    value, failure = _decode(reply)
+    if failure is not None:
+        return failure
+    if "not_implemented" in value:
+        return Verdict(NOT_IMPLEMENTED, f"{check.hook} is not implemented yet (it raises NotImplementedError)")
+    if "error" in value:
+        message = str(value["error"])
+        return Verdict(ERROR, f"{check.hook} raised {message}{_hint(message)}")
+    try:
+        verdict = check.judge(value.get("value"), **check.params)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        return Verdict(ERROR, f"{check.hook} returned data of an unexpected form ({type(exc).__name__}: {exc})")
+    if not isinstance(verdict, Verdict):  # a plugin's judge returned something else
+        return Verdict(FAILED, "the check did not reach a verdict")
+    return verdict
+
+
+def _result(check: Check, reply: Reply) -> CheckResult:
+    return _record(check, verdict_for(check, reply), output=reply.output, seconds=reply.seconds)
+
+
+def _record(check: Check, verdict: Verdict, output: str = "", seconds: float = 0.0) -> CheckResult:
+    fraction = min(max(float(verdict.fraction), 0.0), 1.0)
+    return CheckResult(
+        check_id=check.id, exercise=check.exercise, title=check.title, hooks=(check.hook,),
+        max_points=float(check.points), points=round(check.points * fraction, 6), status=verdict.status,
+        message=verdict.message, details=verdict.details, figures=dict(verdict.figures), output=output,
+        seconds=seconds, hidden=check.hidden,
+    )
+
+
+def _exercise_figures(checks: Iterable[CheckResult]) -> dict:
+    figures: dict = {}
+    for check in checks:
+        for key, value in check.figures.items():
+            if isinstance(value, dict) and "series" in value:
+                figures[key] = value
+    return figures

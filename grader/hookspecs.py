@@ -1,0 +1,168 @@
+"""Hook specifications: the student contract and the harness's own extension points.
+
+Two kinds of hook live here.
+
+*Exercise hooks* are what a student implements. Each returns one value, so each
+is ``firstresult``: calling it stops at the first implementation that returns a
+non-None result. A submission registers its files as plugins; so does
+:mod:`reference`.
+
+*Harness hooks* (prefixed ``grader_``) let built-in and third-party plugins add
+exercises, checks and reporters. Third-party plugins are found through the
+``rnn_grader`` entry-point group.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+from grader import hookspec
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+    from grader.checks.base import Check, Exercise
+    from grader.config import RunConfig
+    from grader.results import GradingReport
+
+
+# --------------------------------------------------------------------------
+# Exercise hooks: rnn_scratch
+# --------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def get_params(vocab_size: int, num_hiddens: int, device: "torch.device") -> "list[torch.Tensor]":
+    """Create the parameters of the scratch RNN language model.
+
+    :param vocab_size: V, the number of tokens (inputs and outputs are one-hot of size V).
+    :param num_hiddens: H, the size of the hidden state.
+    :param device: where every tensor must be created.
+    :return: ``[W_xh (V, H), W_hh (H, H), b_h (H,), W_hq (H, V), b_q (V,)]``, float32,
+        on ``device``, each with ``requires_grad``; weights drawn from N(0, 0.01²),
+        biases zero.
+    """
+
+
+@hookspec(firstresult=True)
+def init_rnn_state(batch_size: int, num_hiddens: int, device: "torch.device") -> "tuple[torch.Tensor]":
+    """Create the initial hidden state.
+
+    :param batch_size: B.
+    :param num_hiddens: H.
+    :param device: where the state must be created.
+    :return: a one-element tuple ``(zeros(B, H),)``, float32, on ``device``.
+    """
+
+
+@hookspec(firstresult=True)
+def rnn(
+    inputs: "torch.Tensor", state: "tuple[torch.Tensor]", params: "Sequence[torch.Tensor]"
+) -> "tuple[torch.Tensor, tuple[torch.Tensor]]":
+    """Run the recurrence over a minibatch of one-hot sequences.
+
+    ``H_t = tanh(X_t W_xh + H_{t-1} W_hh + b_h)`` and ``O_t = H_t W_hq + b_q``.
+
+    :param inputs: one-hot inputs of shape (T, B, V), time-major.
+    :param state: ``(H_0,)`` with H_0 of shape (B, H).
+    :param params: ``[W_xh, W_hh, b_h, W_hq, b_q]`` as returned by :func:`get_params`.
+    :return: ``(outputs, (H_T,))`` with outputs of shape (T*B, V), time step by time step.
+    """
+
+
+# --------------------------------------------------------------------------
+# Exercise hooks: grad_clipping, predict, train_epoch
+# --------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def grad_clipping(net: Any, theta: float) -> "float | torch.Tensor | None":
+    """Rescale all gradients in place so that their joint L2 norm is at most ``theta``.
+
+    :param net: an ``nn.Module``, or a scratch model whose ``.params`` lists its parameters.
+    :param theta: the largest joint norm allowed; gradients already within it are left alone.
+    :return: None or the norm before clipping (the return value is not graded).
+    """
+
+
+@hookspec(firstresult=True)
+def predict(prefix: str, num_preds: int, net: Any, vocab: Any, device: "torch.device") -> str:
+    """Generate text greedily after warming the state up on ``prefix``.
+
+    :param prefix: the text to start from (at least one character).
+    :param num_preds: how many characters to generate, each the argmax of the model's output.
+    :param net: a model called as ``net(X, state)`` with X of shape (1, T), returning
+        ``(outputs, state)``; ``net.begin_state(batch_size=1, device=device)`` gives a fresh state.
+    :param vocab: maps tokens to indices (``vocab[token]``) and back (``vocab.idx_to_token``).
+    :param device: where input tensors must be created.
+    :return: ``prefix`` followed by the ``num_preds`` generated characters.
+    """
+
+
+@hookspec(firstresult=True)
+def train_epoch(
+    net: Any,
+    train_iter: Any,
+    loss: "nn.Module",
+    updater: Any,
+    device: "torch.device",
+    use_random_iter: bool,
+) -> "tuple[float, float]":
+    """Train ``net`` for one epoch of truncated back-propagation through time.
+
+    A fresh state is created at the first minibatch, and at every minibatch when
+    ``use_random_iter`` is true; otherwise the state is carried over, detached.
+    Labels are ``Y.T.reshape(-1)``; gradients are clipped to norm 1 before each update.
+
+    :param net: the model (scratch or ``nn.Module``).
+    :param train_iter: yields ``(X, Y)`` pairs of shape (B, T), int64.
+    :param loss: a loss such as ``nn.CrossEntropyLoss()`` returning the mean over tokens.
+    :param updater: a ``torch.optim.Optimizer``, or a callable ``updater(batch_size=1)``
+        that applies one update and zeroes the gradients.
+    :param device: where minibatches must be moved.
+    :param use_random_iter: whether ``train_iter`` samples minibatches at random.
+    :return: ``(perplexity, tokens_per_second)`` over the epoch.
+    """
+
+
+#: The exercise hooks, in the order the lesson teaches them.
+EXERCISE_HOOKS = (
+    "get_params",
+    "init_rnn_state",
+    "rnn",
+    "grad_clipping",
+    "predict",
+    "train_epoch",
+)
+
+
+# --------------------------------------------------------------------------
+# Harness hooks
+# --------------------------------------------------------------------------
+
+
+@hookspec
+def grader_exercises() -> "Sequence[Exercise]":
+    """Describe exercises this plugin grades.
+
+    :return: exercises (name, title, hooks, points); all plugins' lists are joined.
+    """
+
+
+@hookspec
+def grader_checks(config: "RunConfig") -> "Sequence[Check]":
+    """Contribute checks.
+
+    :param config: the run's settings (corpus, device, whether hidden checks run).
+    :return: checks; all plugins' lists are joined and run in exercise order.
+    """
+
+
+@hookspec
+def grader_report(report: "GradingReport", config: "RunConfig") -> None:
+    """Present a finished grading (terminal, HTML, JSON, ...). Called on every reporter.
+
+    :param report: the complete, plain-data result.
+    :param config: the run's settings, including the output folder if any.
+    """

@@ -1,0 +1,156 @@
+"""Import a submission folder and find its hook implementations (runs in the runner only).
+
+Every top-level ``.py`` file is imported as a module named after the file, with
+the folder on the *end* of ``sys.path`` so files can import their siblings but
+never shadow installed modules. Each problem is recorded against its file and
+the rest of the submission is still used.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import inspect
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from grader.hookspecs import EXERCISE_HOOKS
+from grader.plugins import get_plugin_manager
+
+
+@dataclass
+class LoadedSubmission:
+    folder: Path
+    #: hook name -> the student's function
+    hooks: dict[str, Callable] = field(default_factory=dict)
+    #: hook name -> file name that implements it
+    where: dict[str, str] = field(default_factory=dict)
+    #: (file name, message, severity)
+    problems: list[tuple[str, str, str]] = field(default_factory=list)
+    modules: list[Any] = field(default_factory=list)
+
+    def problem(self, path: str, message: str, severity: str = "error") -> None:
+        self.problems.append((path, message, severity))
+
+
+def student_frames(tb: Any, folder: Path) -> list[str]:
+    """The traceback lines that point into the submission, newest last."""
+    folder_str = str(folder)
+    lines = []
+    for frame in traceback.extract_tb(tb):
+        if frame.filename.startswith(folder_str):
+            name = Path(frame.filename).name
+            code = f": {frame.line.strip()}" if frame.line else ""
+            lines.append(f"{name}, line {frame.lineno}, in {frame.name}{code}")
+    return lines
+
+
+def describe_exception(exc: BaseException, folder: Path) -> str:
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except Exception:  # a student exception whose __str__ itself fails
+        text = type(exc).__name__
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        text = f"SyntaxError: {exc.msg} (line {exc.lineno})"
+    frames = student_frames(exc.__traceback__, folder)
+    where = f" at {frames[-1]}" if frames else ""
+    return (text[:2000] + where)[:2400]
+
+
+def _positional_arity_ok(func: Callable, nargs: int) -> bool:
+    try:
+        inspect.signature(func).bind(*range(nargs))
+    except TypeError:
+        return False
+    except ValueError:  # builtins without signatures: let the call decide
+        return True
+    return True
+
+
+def load_submission(folder: Path) -> LoadedSubmission:
+    folder = folder.resolve()
+    loaded = LoadedSubmission(folder)
+    pm = get_plugin_manager(with_builtins=False)
+    files = sorted(p for p in folder.glob("*.py") if p.name != "__init__.py")
+    importable = []
+    for path in files:
+        stem = path.stem
+        if not stem.isidentifier():
+            loaded.problem(path.name, f"'{path.name}' is not a valid module name; rename it (letters, digits, underscores)")
+            continue
+        existing = sys.modules.get(stem)
+        if existing is not None or importlib.util.find_spec(stem) is not None:
+            loaded.problem(
+                path.name,
+                f"'{path.name}' has the same name as the installed module '{stem}', so it was not loaded; "
+                f"rename it (for example to '{stem}_solution.py')",
+            )
+            continue
+        importable.append(path)
+    sys.path.append(str(folder))
+    for path in importable:
+        try:
+            module = importlib.import_module(path.stem)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - SystemExit at import is the file's problem too
+            loaded.problem(path.name, f"could not be imported: {describe_exception(exc, folder)}")
+            continue
+        loaded.modules.append(module)
+        _collect_hooks(loaded, module, path.name, pm)
+    return loaded
+
+
+def _collect_hooks(loaded: LoadedSubmission, module: Any, filename: str, pm: Any) -> None:
+    for name, obj in sorted(vars(module).items()):
+        if pm.parse_hookimpl_opts(module, name) is None:
+            continue
+        if getattr(obj, "__module__", None) != module.__name__:
+            continue  # imported from a sibling: counted where it is defined
+        if name not in EXERCISE_HOOKS:
+            close = difflib.get_close_matches(name, EXERCISE_HOOKS, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; the hooks are: {', '.join(EXERCISE_HOOKS)}"
+            loaded.problem(filename, f"'{name}' is marked @hookimpl but is not a hook of this course{hint}")
+            continue
+        spec_args = pm.hook.__dict__[name].spec.argnames
+        if not _positional_arity_ok(obj, len(spec_args)):
+            loaded.problem(
+                filename,
+                f"'{name}' must accept {len(spec_args)} arguments ({', '.join(spec_args)}); it was not used",
+            )
+            continue
+        if name in loaded.hooks:
+            loaded.problem(
+                filename,
+                f"'{name}' is also implemented in {loaded.where[name]}; the one in {loaded.where[name]} is graded. "
+                "Keep a single implementation.",
+                severity="warning",
+            )
+            continue
+        loaded.hooks[name] = obj
+        loaded.where[name] = filename
+
+
+def isolate(loaded: LoadedSubmission, keep: set[str], reference: dict[str, Callable]) -> None:
+    """Make the submission's own calls to other hooks use the reference.
+
+    A check grades one function; if the student's ``train_epoch`` calls their own
+    ``grad_clipping``, a clipping bug would cost points twice. Module globals
+    that name another hook are pointed at the reference implementation.
+    """
+    student_modules = {m.__name__ for m in loaded.modules}
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None) or ""
+        if not file.startswith(str(loaded.folder)):
+            continue
+        namespace = vars(module)
+        for name in EXERCISE_HOOKS:
+            if name in keep or name not in reference:
+                continue
+            value = namespace.get(name)
+            if callable(value) and getattr(value, "__module__", None) in student_modules:
+                namespace[name] = reference[name]

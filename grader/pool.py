@@ -1,0 +1,207 @@
+"""The judge's side of the runner: start it, send requests, collect plain-data replies.
+
+A reply is trusted for nothing but its shape: the judge decodes the result bytes
+with :mod:`grader.wire` and decides everything itself. If the runner dies or
+stops answering, the request in flight is charged to the check that was running
+and a fresh runner takes the rest.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+import grader
+
+#: the folder holding the ``grader`` package (and, in a checkout, ``reference``)
+PACKAGE_ROOT = Path(grader.__file__).resolve().parent.parent
+#: seconds the judge waits beyond a request's own timeout before replacing the runner
+WATCHDOG_GRACE = 15.0
+STARTUP_TIMEOUT = 120.0
+PASSED_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "TMPDIR")
+
+
+class RunnerError(RuntimeError):
+    """The runner could not be started at all (not a student's fault)."""
+
+
+@dataclass
+class Reply:
+    """How one probe ended, as seen by the judge."""
+
+    status: str  # ok, timeout, died, runner_died, result_too_large
+    result: Optional[bytes] = None
+    output: str = ""
+    seconds: float = 0.0
+    signal: Optional[int] = None
+    exit_code: Optional[int] = None
+    raw: dict = field(default_factory=dict)
+
+
+def runner_env() -> dict[str, str]:
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "HOME": os.environ.get("TMPDIR", "/tmp"),
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+    }
+    env.update({k: os.environ[k] for k in PASSED_ENV if k in os.environ})
+    return env
+
+
+def runner_command() -> list[str]:
+    # -I: no user site, no PYTHON* variables, no script folder on sys.path, so a
+    # submission's torch.py cannot shadow torch. -B: write no bytecode into submissions.
+    bootstrap = (
+        "import sys; sys.path.insert(0, sys.argv[1]); "
+        "from grader.runner import main; main()"
+    )
+    return [sys.executable, "-I", "-B", "-c", bootstrap, str(PACKAGE_ROOT)]
+
+
+class Runner:
+    """One zygote process serving requests in order."""
+
+    def __init__(self, command: Optional[list[str]] = None, env: Optional[dict[str, str]] = None):
+        self.command = command or runner_command()
+        self.env = env if env is not None else runner_env()
+        self.proc: Optional[subprocess.Popen] = None
+        self.replies: "queue.Queue[Optional[bytes]]" = queue.Queue()
+        self.starts = 0
+        self._ready = False
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the runner without waiting for it (it imports torch for a second or two)."""
+        self.replies = queue.Queue()
+        self.proc = subprocess.Popen(
+            self.command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.env,
+            cwd="/",
+            start_new_session=True,
+        )
+        self.starts += 1
+        self._ready = False
+        threading.Thread(target=self._read, args=(self.proc, self.replies), daemon=True).start()
+
+    def wait_ready(self) -> None:
+        if self._ready:
+            return
+        try:
+            first = self.replies.get(timeout=STARTUP_TIMEOUT)
+        except queue.Empty:
+            first = None
+        if not first or not json.loads(first).get("ready"):
+            proc, err = self.proc, ""
+            if proc is not None and proc.poll() is not None:
+                err = proc.stderr.read().decode("utf-8", "replace")[-2000:]
+            self.stop()
+            raise RunnerError(f"the grading runner did not start: {err.strip() or 'no answer'}")
+        self._ready = True
+
+    @staticmethod
+    def _read(proc: subprocess.Popen, replies: "queue.Queue[Optional[bytes]]") -> None:
+        for line in proc.stdout:
+            replies.put(line)
+        replies.put(None)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        self.proc = None
+        self._ready = False
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- requests ----------------------------------------------------------
+
+    def _send(self, requests: list[dict]) -> None:
+        proc = self.proc
+
+        def write() -> None:
+            try:
+                for request in requests:
+                    proc.stdin.write(json.dumps(request).encode("utf-8") + b"\n")
+                proc.stdin.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                pass  # the runner died; the reader notices
+
+        threading.Thread(target=write, daemon=True).start()
+
+    def run(self, requests: Iterable[dict]) -> Iterator[tuple[dict, Reply]]:
+        """Yield ``(request, reply)`` in order; requests are pipelined to the runner."""
+        pending = list(requests)
+        for i, request in enumerate(pending):
+            request.setdefault("id", i)
+        while pending:
+            if self.proc is None or self.proc.poll() is not None:
+                self.stop()
+                self.start()
+            self.wait_ready()
+            self._send(list(pending))
+            while pending:
+                request = pending[0]
+                try:
+                    line = self.replies.get(timeout=float(request.get("timeout", 60)) + WATCHDOG_GRACE)
+                except queue.Empty:
+                    line = None
+                if line is None:  # runner gone or silent: charge this request, restart for the rest
+                    pending.pop(0)
+                    self.stop()
+                    yield request, Reply("runner_died")
+                    break
+                pending.pop(0)
+                yield request, _parse_reply(line)
+
+    def run_one(self, request: dict) -> Reply:
+        return next(iter(self.run([request])))[1]
+
+
+def _parse_reply(line: bytes) -> Reply:
+    try:
+        raw = json.loads(line)
+        result = raw.get("result")
+        return Reply(
+            status=str(raw.get("status")),
+            result=base64.b64decode(result) if result is not None else None,
+            output=str(raw.get("output", "")),
+            seconds=float(raw.get("seconds", 0.0)),
+            signal=raw.get("signal"),
+            exit_code=raw.get("exit_code"),
+            raw=raw,
+        )
+    except (ValueError, TypeError, AttributeError):
+        return Reply("runner_died")

@@ -1,0 +1,103 @@
+"""Plain records that describe a grading: built first, rendered second.
+
+Everything a reporter needs is here; reporters never look at tensors, runners or
+the submission itself. All records are JSON-serialisable through ``to_dict``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+PASSED = "passed"
+FAILED = "failed"
+ERROR = "error"  # the student's code raised, crashed, hung or returned garbage
+NOT_IMPLEMENTED = "not_implemented"
+SKIPPED = "skipped"  # could not run because something it needs is missing
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the judge decided about one check, from plain data alone."""
+
+    status: str
+    message: str = ""
+    #: fraction of the check's points earned, 0..1
+    fraction: float = 0.0
+    #: optional longer explanation (student-facing, plain text, may span lines)
+    details: str = ""
+    #: small figures for the report: {"label": value}; values are numbers or short strings
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def passed(cls, message: str = "", **kw: Any) -> "Verdict":
+        return cls(PASSED, message, 1.0, **kw)
+
+    @classmethod
+    def failed(cls, message: str, **kw: Any) -> "Verdict":
+        return cls(FAILED, message, 0.0, **kw)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check_id: str
+    exercise: str
+    title: str
+    hooks: tuple[str, ...]
+    max_points: float
+    points: float
+    status: str
+    message: str
+    details: str = ""
+    figures: dict[str, Any] = field(default_factory=dict)
+    #: what the student's code printed while this check ran (truncated)
+    output: str = ""
+    seconds: float = 0.0
+    hidden: bool = False
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    """A problem with one file of the submission (syntax error, typo in a hook name, ...)."""
+
+    path: str
+    message: str
+    #: "error" (the file's hooks could not be used) or "warning"
+    severity: str = "error"
+
+
+@dataclass(frozen=True)
+class ExerciseResult:
+    name: str
+    title: str
+    points: float
+    max_points: float
+    checks: tuple[CheckResult, ...]
+    #: exercise-level figures for the report (e.g. perplexities, a sine plot's series)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GradingReport:
+    submission: str
+    points: float
+    max_points: float
+    exercises: tuple[ExerciseResult, ...]
+    problems: tuple[FileProblem, ...] = ()
+    #: hook name -> file that implements it
+    implemented: dict[str, str] = field(default_factory=dict)
+    notices: tuple[str, ...] = ()
+    seconds: float = 0.0
+    corpus: dict[str, Any] = field(default_factory=dict)
+    grader_version: str = ""
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.points / self.max_points if self.max_points else 0.0
+
+    def all_checks(self) -> list[CheckResult]:
+        return [c for ex in self.exercises for c in ex.checks]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,192 @@
+"""Terminal summary of a grading.
+
+:func:`format_summary` turns a report into text; :class:`TerminalReporter`
+writes that text to a stream. Register either this module (writes to the
+current ``sys.stdout``) or a ``TerminalReporter(stream)`` instance, not both,
+or the summary is printed twice.
+
+The reporter runs ``trylast`` so that report.html and results.json already
+exist when it says where they were written.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional, Sequence, TextIO
+
+from grader import hookimpl
+from grader.config import RunConfig
+from grader.reporting import (
+    MESSAGE_LIMIT,
+    STATUS_ORDER,
+    clean_text,
+    fmt_percent,
+    fmt_points,
+    fmt_score,
+    one_line,
+    status_label,
+    tally,
+)
+from grader.results import (
+    ERROR,
+    FAILED,
+    NOT_IMPLEMENTED,
+    PASSED,
+    SKIPPED,
+    CheckResult,
+    ExerciseResult,
+    GradingReport,
+)
+
+#: Files other reporters write into ``config.out_dir``, with how to name them.
+OUTPUT_FILES = (("report.html", "HTML report"), ("results.json", "Gradescope results"))
+
+_RESET = "\x1b[0m"
+_STYLES = {
+    PASSED: "\x1b[32m",  # green
+    FAILED: "\x1b[31m",  # red
+    ERROR: "\x1b[1;31m",  # bold red
+    NOT_IMPLEMENTED: "\x1b[33m",  # yellow
+    SKIPPED: "\x1b[36m",  # cyan
+    "bold": "\x1b[1m",
+    "dim": "\x1b[2m",
+    "warning": "\x1b[33m",
+}
+
+_MARK_WIDTH = max(len(status_label(s)) for s in STATUS_ORDER)
+_INDENT = "  "
+# details and output sit under the check's title column
+_BODY_INDENT = _INDENT + " " * (_MARK_WIDTH + 2) + "| "
+
+
+class _Painter:
+    def __init__(self, color: bool) -> None:
+        self.color = color
+
+    def __call__(self, text: str, style: str) -> str:
+        code = _STYLES.get(style)
+        if not self.color or not code or not text:
+            return text
+        return f"{code}{text}{_RESET}"
+
+
+def _check_lines(
+    check: CheckResult, points_width: int, verbose: bool, paint: _Painter
+) -> list[str]:
+    mark = paint(status_label(check.status).ljust(_MARK_WIDTH), check.status)
+    score = fmt_score(check.points, check.max_points).rjust(points_width)
+    title = one_line(check.title, MESSAGE_LIMIT)
+    if check.hidden:
+        title += " [hidden]"
+    message = one_line(check.message, MESSAGE_LIMIT)
+    text = f"{title}: {message}" if message else title
+    lines = [f"{_INDENT}{mark}  {score}  {text}"]
+    if verbose:
+        if check.details:
+            lines += [_BODY_INDENT + line for line in clean_text(check.details).splitlines()]
+        if check.output:
+            lines.append(_BODY_INDENT + paint("output:", "dim"))
+            lines += [_BODY_INDENT + line for line in clean_text(check.output).splitlines()]
+    return lines
+
+
+def _exercise_lines(exercise: ExerciseResult, verbose: bool, paint: _Painter) -> list[str]:
+    head = f"{one_line(exercise.name)}  {paint(fmt_score(exercise.points, exercise.max_points), 'bold')}"
+    if exercise.title and exercise.title != exercise.name:
+        head += "  " + paint(one_line(exercise.title), "dim")
+    lines = [head]
+    shown = [c for c in exercise.checks if verbose or c.status != PASSED]
+    width = max((len(fmt_score(c.points, c.max_points)) for c in shown), default=0)
+    for check in shown:
+        lines += _check_lines(check, width, verbose, paint)
+    return lines
+
+
+def written_files(config: RunConfig) -> list[tuple[str, Path]]:
+    """``[(description, path)]`` of the report files present in ``config.out_dir``."""
+    if config.out_dir is None:
+        return []
+    out_dir = Path(config.out_dir)
+    return [(label, out_dir / name) for name, label in OUTPUT_FILES if (out_dir / name).is_file()]
+
+
+def format_summary(
+    report: GradingReport,
+    config: RunConfig,
+    written: Sequence[tuple[str, Path]] = (),
+) -> str:
+    """The whole terminal summary as text (ANSI colour only when ``config.color``)."""
+    paint = _Painter(config.color)
+    version = f"rnn-grader {report.grader_version}" if report.grader_version else "rnn-grader"
+    lines = [f"{paint(version, 'bold')}: grading {one_line(report.submission, 1000)}"]
+
+    if report.problems:
+        lines += ["", paint("File problems:", "bold")]
+        width = max(len(p.severity) for p in report.problems)
+        for problem in report.problems:
+            severity = problem.severity.ljust(width)
+            style = ERROR if problem.severity == "error" else "warning"
+            lines.append(
+                f"{_INDENT}{paint(severity, style)}  "
+                f"{one_line(problem.path, 1000)}: {one_line(problem.message, MESSAGE_LIMIT)}"
+            )
+
+    for exercise in report.exercises:
+        lines.append("")
+        lines += _exercise_lines(exercise, config.verbose, paint)
+
+    counts = tally(c.status for c in report.all_checks())
+    score = f"Score: {fmt_score(report.points, report.max_points)}"
+    lines += [
+        "",
+        f"{paint(score, 'bold')} ({fmt_percent(report.points, report.max_points)}%)"
+        + (f"  {counts}" if counts else ""),
+    ]
+    if config.verbose and report.seconds:
+        lines.append(f"Graded in {fmt_points(report.seconds)} s")
+    for notice in report.notices:
+        lines.append(f"Note: {one_line(notice, 1000)}")
+    for label, path in written:
+        lines.append(f"{label}: {path}")
+    return "\n".join(lines) + "\n"
+
+
+def _write(stream: TextIO, text: str) -> None:
+    try:
+        stream.write(text)
+    except UnicodeEncodeError:
+        # a narrow console encoding must not lose the summary over one character
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
+    stream.flush()
+
+
+class TerminalReporter:
+    """Plugin object that prints the summary to ``stream`` (``sys.stdout`` at call time by default)."""
+
+    def __init__(self, stream: Optional[TextIO] = None) -> None:
+        self._stream = stream
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream if self._stream is not None else sys.stdout
+
+    def summary(self, report: GradingReport, config: RunConfig) -> str:
+        return format_summary(report, config, written_files(config))
+
+    @hookimpl(trylast=True)
+    def grader_report(self, report: GradingReport, config: RunConfig) -> None:
+        _write(self.stream, self.summary(report, config))
+
+
+_default = TerminalReporter()
+
+
+@hookimpl(trylast=True)
+def grader_report(report: GradingReport, config: RunConfig) -> None:
+    """Print the summary to ``sys.stdout``."""
+    _default.grader_report(report, config)
+
+
+__all__ = ["TerminalReporter", "format_summary", "written_files", "grader_report"]
