@@ -207,9 +207,26 @@ def _serve_one(request: dict) -> dict:
     return reply
 
 
+def _warm_up() -> None:
+    """Pay torch's lazy first-use costs (meta kernels, optimizers) once, not in every child.
+
+    One intra-op thread and tiny tensors only: a zygote whose thread pool has
+    started would hang its forked children.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    a = torch.zeros(2, 2, device="meta")
+    torch.tanh(a @ a + torch.randn(2, device="meta")).sum()
+    p = torch.zeros(2, requires_grad=True)
+    (p * 2).sum().backward()
+    optimizer = torch.optim.SGD([p], lr=0.1)
+    optimizer.step()
+    optimizer.zero_grad()
+
+
 def main() -> None:
-    # Preload what every child needs, and nothing that computes: a zygote that has
-    # used torch's thread pool hangs its forked children.
+    # Preload what every child needs before any request arrives.
     import torch  # noqa: F401
 
     import grader.book  # noqa: F401
@@ -220,6 +237,7 @@ def main() -> None:
     for name in BUILTIN_CHECKS:
         importlib.import_module(name)
     reference_hooks()
+    _warm_up()
     _no_dumping()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     out = sys.stdout.buffer

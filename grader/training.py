@@ -143,9 +143,8 @@ class RecordingLoss(nn.Module):
         value = F.cross_entropy(y_hat, y)
         entry = {"value": float(value.detach()), "tokens": int(y.numel()), "paired": None}
         if self.net.last_output is not None and self.batches.last_Y is not None:
-            want = F.cross_entropy(self.net.last_output.detach(), self.batches.last_Y.T.reshape(-1).long())
-            entry["paired"] = abs(entry["value"] - float(want)) <= 1e-4 * max(1.0, float(want))
-            entry["expected"] = float(want)
+            entry["paired"] = _labels_paired(y_hat.detach(), y, self.net.last_output.detach(),
+                                             self.batches.last_Y.T.reshape(-1).long())
         self.log.losses.append(entry)
         # Same value, gradients multiplied by scale: what the student reports is unaffected.
         # Every other minibatch keeps its natural gradients so both sides of the threshold are seen.
@@ -155,6 +154,24 @@ class RecordingLoss(nn.Module):
             params = self.net.params
             self.fresh = [g.detach().clone() for g in torch.autograd.grad(scaled, params, retain_graph=True, allow_unused=True)]
         return scaled
+
+
+def _labels_paired(y_hat: torch.Tensor, y: torch.Tensor, outputs: torch.Tensor, labels: torch.Tensor) -> bool:
+    """Does every output row meet the label that belongs to it?
+
+    Rows are matched by value, so a student who reorders outputs and labels
+    consistently (e.g. batch-major outputs with ``Y.reshape(-1)``) is right too.
+    Loss values alone cannot tell: an untrained model's loss barely depends on
+    which label each row meets.
+    """
+    if y_hat.dim() == 2 and y_hat.shape[1] == outputs.shape[1] and y.dim() == 1 and y.numel() == y_hat.shape[0]:
+        allowed: dict[bytes, set] = {}
+        for row, label in zip(outputs, labels.tolist()):
+            allowed.setdefault(row.numpy().tobytes(), set()).add(label)
+        return all(label in allowed.get(row.numpy().tobytes(), ()) for row, label in zip(y_hat, y.long().tolist()))
+    value = float(F.cross_entropy(y_hat, y))
+    want = float(F.cross_entropy(outputs, labels))
+    return abs(value - want) <= 1e-4 * max(1.0, want)
 
 
 def _update_facts(params: list, fresh: Optional[list]) -> dict:

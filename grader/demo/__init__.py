@@ -1,0 +1,1 @@
+"""A sample submission with two typical mistakes, graded by ``grade --demo``."""
