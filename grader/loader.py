@@ -14,9 +14,10 @@ import importlib.util
 import inspect
 import sys
 import traceback
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from grader.hookspecs import EXERCISE_HOOKS
 from grader.plugins import get_plugin_manager
@@ -71,7 +72,7 @@ def _positional_arity_ok(func: Callable, nargs: int) -> bool:
     return True
 
 
-def load_submission(folder: Path) -> LoadedSubmission:
+def load_submission(folder: Path, reference: Optional[dict[str, Callable]] = None) -> LoadedSubmission:
     folder = folder.resolve()
     loaded = LoadedSubmission(folder)
     pm = get_plugin_manager(with_builtins=False)
@@ -92,17 +93,59 @@ def load_submission(folder: Path) -> LoadedSubmission:
             continue
         importable.append(path)
     sys.path.append(str(folder))
+    failed: dict[str, tuple[Path, BaseException]] = {}
     for path in importable:
-        try:
-            module = importlib.import_module(path.stem)
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # noqa: BLE001 - SystemExit at import is the file's problem too
+        _import_file(loaded, path, pm, failed)
+    # A file that failed only because a sibling it imports is broken is retried
+    # with the reference standing in for that sibling, so one bug costs one exercise.
+    dependent = {stem: item for stem, item in failed.items() if _origin(item[1], folder) not in (None, item[0].name)}
+    broken = {stem for stem in failed if stem not in dependent}
+    if dependent and broken and reference is not None:
+        for stem in broken:
+            sys.modules[stem] = _stand_in(stem, reference)
+        for stem, (path, exc) in dependent.items():
+            origin = _origin(exc, folder)
+            if _import_file(loaded, path, pm, {}):
+                loaded.problem(path.name, f"imports {origin}, which could not be loaded; the reference's functions "
+                                          f"stood in for it so that {path.name} could still be graded", "warning")
+                continue
+            loaded.problem(path.name, f"could not be imported because {origin} failed: {describe_exception(exc, folder)}")
+    else:
+        for stem, (path, exc) in dependent.items():
             loaded.problem(path.name, f"could not be imported: {describe_exception(exc, folder)}")
-            continue
-        loaded.modules.append(module)
-        _collect_hooks(loaded, module, path.name, pm)
+    for stem in broken:
+        path, exc = failed[stem]
+        loaded.problem(path.name, f"could not be imported: {describe_exception(exc, folder)}")
     return loaded
+
+
+def _import_file(loaded: LoadedSubmission, path: Path, pm: Any, failed: dict) -> bool:
+    try:
+        module = importlib.import_module(path.stem)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - SystemExit at import is the file's problem too
+        sys.modules.pop(path.stem, None)
+        failed[path.stem] = (path, exc)
+        return False
+    loaded.modules.append(module)
+    _collect_hooks(loaded, module, path.name, pm)
+    return True
+
+
+def _origin(exc: BaseException, folder: Path) -> Optional[str]:
+    """The submission file where an import failure started."""
+    if isinstance(exc, SyntaxError) and exc.filename and str(exc.filename).startswith(str(folder)):
+        return Path(exc.filename).name
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(str(folder))]
+    return Path(frames[-1].filename).name if frames else None
+
+
+def _stand_in(stem: str, reference: dict[str, Callable]) -> types.ModuleType:
+    module = types.ModuleType(stem, "stands in for a submission file that could not be imported")
+    for name, func in reference.items():
+        setattr(module, name, func)
+    return module
 
 
 def _collect_hooks(loaded: LoadedSubmission, module: Any, filename: str, pm: Any) -> None:

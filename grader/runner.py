@@ -106,10 +106,10 @@ def _run_probe(request: dict) -> bytes:
     torch.manual_seed(0)
     folder = Path(request["submission"])
     try:
-        loaded = load_submission(folder)
+        reference = reference_hooks()
+        loaded = load_submission(folder, reference)
         module_name, _, func_name = request["probe"].partition(":")
         probe = getattr(importlib.import_module(module_name), func_name)
-        reference = reference_hooks()
         hook = request.get("hook")
         isolate(loaded, {hook} if hook else set(), reference)
         ctx = ProbeContext(loaded, reference, hook)

@@ -1,0 +1,103 @@
+"""Per-file problems are reported clearly and the rest of the submission is still graded."""
+
+from __future__ import annotations
+
+from conftest import REFERENCE, by_exercise, lost
+
+
+def problems_of(report) -> dict:
+    return {p.path: p.message for p in report.problems}
+
+
+def test_reference_scores_full_marks(grading):
+    report = grading(REFERENCE)
+    assert report.points == report.max_points == 100
+    assert not [p for p in report.problems if p.severity == "error"]
+
+
+def test_syntax_error_costs_only_that_file(grading, submission):
+    folder = submission({"grad_clipping.py": "from grader import hookimpl\n\n@hookimpl\ndef grad_clipping(net, theta)\n    pass\n"})
+    report = grading(folder)
+    assert "SyntaxError" in problems_of(report)["grad_clipping.py"]
+    assert "line 4" in problems_of(report)["grad_clipping.py"]
+    assert lost(report) == {"grad_clipping": 15}
+    assert all(c.status == "not_implemented" for c in by_exercise(report)["grad_clipping"].checks)
+    # train_epoch.py imports the broken file; the reference stands in so train_epoch is still graded
+    assert "grad_clipping.py, which could not be loaded" in problems_of(report)["train_epoch.py"]
+
+
+def test_import_error_names_the_missing_module(grading, submission):
+    folder = submission({"predict.py": "import d2l_missing_package\n" + (REFERENCE / "predict.py").read_text()})
+    report = grading(folder)
+    message = problems_of(report)["predict.py"]
+    assert "ModuleNotFoundError" in message and "d2l_missing_package" in message
+    assert lost(report) == {"predict": 15}
+
+
+def test_typo_in_hook_name_suggests_the_right_one(grading, submission):
+    source = (REFERENCE / "rnn_scratch.py").read_text().replace("def get_params(", "def get_param(")
+    report = grading(submission({"rnn_scratch.py": source}))
+    message = problems_of(report)["rnn_scratch.py"]
+    assert "get_param" in message and "did you mean 'get_params'" in message
+    assert set(lost(report)) == {"rnn_scratch"}
+    params_checks = [c for c in by_exercise(report)["rnn_scratch"].checks if "get_params" in c.hooks]
+    assert params_checks and all(c.status == "not_implemented" for c in params_checks)
+
+
+def test_hook_implemented_twice_is_a_warning_and_one_is_graded(grading, submission):
+    extra = (REFERENCE / "grad_clipping.py").read_text()
+    report = grading(submission({"zz_clip_copy.py": extra}))
+    assert "also implemented in grad_clipping.py" in problems_of(report)["zz_clip_copy.py"]
+    assert report.points == 100
+    assert report.implemented["grad_clipping"] == "grad_clipping.py"
+
+
+def test_file_named_like_an_installed_module_is_not_loaded(grading, submission):
+    report = grading(submission({"torch.py": "raise SystemExit('shadowing torch')\n"}))
+    assert "same name as the installed module 'torch'" in problems_of(report)["torch.py"]
+    assert report.points == 100
+
+
+def test_wrong_number_of_arguments_is_reported(grading, submission):
+    source = (REFERENCE / "grad_clipping.py").read_text().replace("def grad_clipping(net, theta):", "def grad_clipping(net):")
+    report = grading(submission({"grad_clipping.py": source}))
+    assert "must accept 2 arguments" in problems_of(report)["grad_clipping.py"]
+    assert lost(report) == {"grad_clipping": 15}
+
+
+def test_renamed_arguments_are_fine(grading, submission):
+    source = (REFERENCE / "rnn_scratch.py").read_text().replace("def rnn(inputs, state, params):", "def rnn(X_seq, H_state, weights):")
+    source = source.replace("W_xh, W_hh, b_h, W_hq, b_q = params", "W_xh, W_hh, b_h, W_hq, b_q = weights")
+    source = source.replace("H, = state", "H, = H_state").replace("for X in inputs:", "for X in X_seq:")
+    report = grading(submission({"rnn_scratch.py": source}))
+    assert report.points == 100, [c.message for c in report.all_checks() if c.status != "passed"]
+
+
+def test_all_hooks_in_one_file(grading, submission):
+    parts = [(REFERENCE / f"{name}.py").read_text() for name in ("rnn_scratch", "grad_clipping", "predict")]
+    train = (REFERENCE / "train_epoch.py").read_text()
+    train = train.split("if __package__:")[0] + train.split("from grad_clipping import grad_clipping\n")[1]
+    folder = submission({"solution.py": "\n".join(parts + [train]), "rnn_scratch.py": None, "grad_clipping.py": None,
+                         "predict.py": None, "train_epoch.py": None})
+    report = grading(folder)
+    assert report.points == 100, [c.message for c in report.all_checks() if c.status != "passed"]
+    assert set(report.implemented.values()) == {"solution.py"}
+
+
+def test_skeletons_score_zero_with_not_implemented(grading):
+    from conftest import REPO
+
+    report = grading(REPO / "exercises")
+    assert report.points == 0
+    assert {c.status for c in report.all_checks()} == {"not_implemented"}
+    assert all("not implemented" in c.message for c in report.all_checks())
+
+
+def test_empty_hook_returning_none_fails_with_a_reason(grading, submission):
+    source = "from grader import hookimpl\n\n@hookimpl\ndef init_rnn_state(batch_size, num_hiddens, device):\n    pass\n"
+    rnn_source = (REFERENCE / "rnn_scratch.py").read_text().replace("@hookimpl\ndef init_rnn_state", "def init_rnn_state")
+    report = grading(submission({"state.py": source, "rnn_scratch.py": rnn_source}))
+    state_checks = [c for c in report.all_checks() if c.hooks == ("init_rnn_state",)]
+    assert state_checks and all(c.status != "passed" for c in state_checks)
+    assert any("NoneType" in c.message or "None" in c.message for c in state_checks)
+    assert set(lost(report)) == {"rnn_scratch"}
