@@ -40,9 +40,10 @@ def corpus_spec_markov(num_chars: int, seed: int) -> dict:
     return {"markov": [num_chars, seed]}
 
 
-def corpus_spec_text(text: str) -> dict:
+def corpus_spec_text(text: str, num_chars: Optional[int] = None) -> dict:
+    """A text corpus: the vocabulary of the whole text, the first ``num_chars`` characters to train on."""
     vocab = Vocab(list(text))
-    return {"tokens": vocab.idx_to_token, "ids": encode(text, vocab)}
+    return {"tokens": vocab.idx_to_token, "ids": encode(text[:num_chars], vocab)}
 
 
 def vocab_and_ids(spec: dict) -> tuple[Vocab, list[int]]:

@@ -36,7 +36,9 @@ def corpus_spec(config) -> dict:
 def _text_spec(path: str) -> dict:
     from grader.corpus import load_corpus
 
-    return corpus_spec_text(load_corpus(path).text)
+    # the same budget as the generated corpus: the first MARKOV_CHARS characters
+    corpus = load_corpus(path)
+    return dict(corpus_spec_text(corpus.text, MARKOV_CHARS), name=corpus.name)
 
 
 def corpus_facts(spec: dict) -> dict:
@@ -46,7 +48,7 @@ def corpus_facts(spec: dict) -> dict:
 
         corpus = markov_corpus(*spec["markov"])
         return {"name": corpus.name, "characters": len(corpus), "min_perplexity": corpus.min_perplexity}
-    return {"name": "text file", "characters": len(spec["ids"]), "min_perplexity": None}
+    return {"name": spec.get("name", "text file"), "characters": len(spec["ids"]), "min_perplexity": None}
 
 
 def probe_train(ctx, setup: dict, epochs: int, **options: Any) -> Any:

@@ -1,0 +1,309 @@
+"""The bug zoo: one realistic student mistake per submission.
+
+Each mistake must cost points in the checks of the hook it lives in, nowhere
+else, and the failing message must point at the cause.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pytest
+
+from conftest import REFERENCE, mutate
+
+EXERCISE_OF = {"get_params": "rnn_scratch", "init_rnn_state": "rnn_scratch", "rnn": "rnn_scratch",
+               "grad_clipping": "grad_clipping", "predict": "predict", "train_epoch": "train_epoch"}
+FILE_OF = {"get_params": "rnn_scratch.py", "init_rnn_state": "rnn_scratch.py", "rnn": "rnn_scratch.py",
+           "grad_clipping": "grad_clipping.py", "predict": "predict.py", "train_epoch": "train_epoch.py"}
+
+
+def rewrite(hook: str, source: str) -> dict:
+    """The reference file of ``hook`` with that function replaced by ``source`` (a student's rewrite)."""
+    filename = FILE_OF[hook]
+    text = (REFERENCE / filename).read_text()
+    pattern = re.compile(rf"@hookimpl\ndef {hook}\(.*?(?=\n\n\n@hookimpl|\Z)", re.S)
+    assert pattern.search(text), f"{hook} not found in reference/{filename}"
+    return {filename: pattern.sub(lambda _: "@hookimpl\n" + source.strip("\n") + "\n", text, count=1)}
+
+
+def edits(filename: str, *pairs: tuple[str, str]) -> dict:
+    """Several replacements in one reference file."""
+    text = (REFERENCE / filename).read_text()
+    for old, new in pairs:
+        assert old in text, f"{old!r} not found in reference/{filename}"
+        text = text.replace(old, new)
+    return {filename: text}
+
+
+@dataclass(frozen=True)
+class Bug:
+    hook: str
+    files: dict
+    #: checks that must not pass; the first is the one whose message is read
+    fails: tuple[str, ...]
+    #: at least one of these appears (case-insensitively) in the first failing check's message
+    words: tuple[str, ...]
+    #: checks that must still pass (within the hook's own exercise)
+    passes: tuple[str, ...] = field(default=())
+
+
+RNN_STEP = "H = torch.tanh(torch.mm(X, W_xh) + torch.mm(H, W_hh) + b_h)"
+RNN_OUT = "outputs.append(torch.mm(H, W_hq) + b_q)"
+RNN_RETURN = "return torch.cat(outputs, dim=0), (H,)"
+RNN_VALUES = ("rnn_scratch.rnn.forward", "rnn_scratch.rnn.carries_state", "rnn_scratch.rnn.gradients")
+
+RNN_BUGS = {
+    "rnn-no-tanh": Bug("rnn", mutate("rnn_scratch.py", RNN_STEP, "H = torch.mm(X, W_xh) + torch.mm(H, W_hh) + b_h"),
+                       RNN_VALUES, ("tanh",), ("rnn_scratch.rnn.shapes",)),
+    "rnn-relu": Bug("rnn", mutate("rnn_scratch.py", "H = torch.tanh(", "H = torch.relu("), RNN_VALUES, ("tanh",)),
+    "rnn-W_hh-transposed": Bug("rnn", mutate("rnn_scratch.py", "torch.mm(H, W_hh)", "torch.mm(H, W_hh.T)"),
+                               RNN_VALUES, ("carried",), ("rnn_scratch.rnn.shapes",)),
+    "rnn-W_hh-on-the-left": Bug("rnn", mutate("rnn_scratch.py", "torch.mm(H, W_hh)", "torch.mm(W_hh, H)"),
+                                ("rnn_scratch.rnn.shapes",) + RNN_VALUES, ("orientation", "W_hh")),
+    "rnn-state-reread-every-step": Bug(
+        "rnn", mutate("rnn_scratch.py", "    H, = state\n    outputs = []\n    for X in inputs:\n",
+                      "    outputs = []\n    for X in inputs:\n        H, = state\n"),
+        RNN_VALUES, ("carried",), ("rnn_scratch.rnn.shapes",)),
+    "rnn-starts-from-zeros": Bug("rnn", mutate("rnn_scratch.py", "H, = state", "H = torch.zeros_like(state[0])"),
+                                 ("rnn_scratch.rnn.carries_state", "rnn_scratch.rnn.gradients"),
+                                 ("state passed in",), ("rnn_scratch.rnn.forward",)),
+    "rnn-returns-H0": Bug("rnn", mutate("rnn_scratch.py", RNN_RETURN, "return torch.cat(outputs, dim=0), state"),
+                          RNN_VALUES, ("which h you return",), ("rnn_scratch.rnn.shapes",)),
+    "rnn-returns-H1": Bug("rnn", rewrite("rnn", """
+def rnn(inputs, state, params):
+    W_xh, W_hh, b_h, W_hq, b_q = params
+    H, = state
+    outputs, hiddens = [], []
+    for X in inputs:
+        H = torch.tanh(X @ W_xh + H @ W_hh + b_h)
+        hiddens.append(H)
+        outputs.append(H @ W_hq + b_q)
+    return torch.cat(outputs, dim=0), (hiddens[0],)
+"""), RNN_VALUES, ("which h you return",)),
+    "rnn-outputs-stacked": Bug("rnn", mutate("rnn_scratch.py", "torch.cat(outputs, dim=0)", "torch.stack(outputs)"),
+                               ("rnn_scratch.rnn.shapes", "rnn_scratch.rnn.device.meta") + RNN_VALUES,
+                               ("concatenate",)),
+    "rnn-forgets-b_q": Bug("rnn", mutate("rnn_scratch.py", RNN_OUT, "outputs.append(torch.mm(H, W_hq))"),
+                           RNN_VALUES, ("first time step",)),
+    "rnn-forgets-b_h": Bug("rnn", mutate("rnn_scratch.py", " + b_h)", ")"), RNN_VALUES, ("first time step",)),
+    "rnn-outputs-from-pre-tanh": Bug("rnn", rewrite("rnn", """
+def rnn(inputs, state, params):
+    W_xh, W_hh, b_h, W_hq, b_q = params
+    H, = state
+    outputs = []
+    for X in inputs:
+        A = X @ W_xh + H @ W_hh + b_h
+        H = torch.tanh(A)
+        outputs.append(A @ W_hq + b_q)
+    return torch.cat(outputs, dim=0), (H,)
+"""), RNN_VALUES, ("tanh",)),
+    "rnn-overwrites-state-in-place": Bug("rnn", mutate("rnn_scratch.py", "        H = torch.tanh(", "        H[:] = torch.tanh("),
+                                         RNN_VALUES, ("state",), ("rnn_scratch.rnn.shapes",)),
+    "rnn-buffer-ignores-device": Bug("rnn", rewrite("rnn", """
+def rnn(inputs, state, params):
+    W_xh, W_hh, b_h, W_hq, b_q = params
+    H, = state
+    T, B, V = inputs.shape
+    outputs = torch.zeros(T * B, V)
+    for t in range(T):
+        H = torch.tanh(inputs[t] @ W_xh + H @ W_hh + b_h)
+        outputs[t * B:(t + 1) * B] = H @ W_hq + b_q
+    return outputs, (H,)
+"""), ("rnn_scratch.rnn.device.meta",), ("device",), ("rnn_scratch.rnn.forward", "rnn_scratch.rnn.gradients")),
+}
+
+NORMAL = "torch.randn(size=shape, device=device) * 0.01"
+PARAMS_BUGS = {
+    "params-uniform-rand": Bug("get_params", mutate("rnn_scratch.py", "torch.randn(size=shape", "torch.rand(size=shape"),
+                               ("rnn_scratch.params.init",), ("torch.rand",), ("rnn_scratch.params.shapes",)),
+    "params-std-1": Bug("get_params", mutate("rnn_scratch.py", NORMAL, "torch.randn(size=shape, device=device)"),
+                        ("rnn_scratch.params.init",), ("0.01",), ("rnn_scratch.params.shapes",)),
+    "params-no-requires-grad": Bug("get_params", mutate("rnn_scratch.py", "        param.requires_grad_(True)\n", "        pass\n"),
+                                   ("rnn_scratch.params.shapes", "rnn_scratch.params.device.meta"), ("requires_grad",)),
+    "params-requires-grad-before-scaling": Bug(
+        "get_params", edits("rnn_scratch.py", (NORMAL, "torch.randn(size=shape, device=device, requires_grad=True) * 0.01"),
+                            ("    for param in params:\n        param.requires_grad_(True)\n", ""),
+                            ("torch.zeros(num_hiddens, device=device)", "torch.zeros(num_hiddens, device=device, requires_grad=True)"),
+                            ("torch.zeros(num_outputs, device=device)", "torch.zeros(num_outputs, device=device, requires_grad=True)")),
+        ("rnn_scratch.params.shapes",), ("leaf",)),
+    "params-W_xh-shape-H-V": Bug("get_params", mutate("rnn_scratch.py", "W_xh = normal((num_inputs, num_hiddens))",
+                                                      "W_xh = normal((num_hiddens, num_inputs))"),
+                                 ("rnn_scratch.params.shapes", "rnn_scratch.params.init"), ("W_xh",)),
+    "params-random-biases": Bug("get_params", mutate("rnn_scratch.py", "b_h = torch.zeros(num_hiddens, device=device)",
+                                                     "b_h = normal((num_hiddens,))"),
+                                ("rnn_scratch.params.init",), ("b_h",), ("rnn_scratch.params.shapes",)),
+    "params-ignore-device": Bug("get_params", mutate("rnn_scratch.py", NORMAL, "torch.randn(size=shape) * 0.01"),
+                                ("rnn_scratch.params.device.meta",), ("device",),
+                                ("rnn_scratch.params.shapes", "rnn_scratch.params.init")),
+}
+
+ZEROS = "(torch.zeros((batch_size, num_hiddens), device=device),)"
+STATE_BUGS = {
+    "state-bare-tensor": Bug("init_rnn_state", mutate("rnn_scratch.py", ZEROS, "torch.zeros((batch_size, num_hiddens), device=device)"),
+                             ("rnn_scratch.state.shape", "rnn_scratch.state.device.meta"), ("tuple",)),
+    "state-ones": Bug("init_rnn_state", mutate("rnn_scratch.py", ZEROS, "(torch.ones((batch_size, num_hiddens), device=device),)"),
+                      ("rnn_scratch.state.shape",), ("zeros",)),
+    "state-shape-H-B": Bug("init_rnn_state", mutate("rnn_scratch.py", ZEROS, "(torch.zeros((num_hiddens, batch_size), device=device),)"),
+                           ("rnn_scratch.state.shape", "rnn_scratch.state.device.meta"), ("shape",)),
+    "state-hard-coded-cuda": Bug("init_rnn_state", mutate("rnn_scratch.py", ZEROS, "(torch.zeros((batch_size, num_hiddens), device='cuda'),)"),
+                                 ("rnn_scratch.state.shape", "rnn_scratch.state.device.meta"), ("device", "cuda")),
+    "state-hard-coded-cpu": Bug("init_rnn_state", mutate("rnn_scratch.py", ZEROS, "(torch.zeros((batch_size, num_hiddens), device='cpu'),)"),
+                                ("rnn_scratch.state.device.meta",), ("device",), ("rnn_scratch.state.shape",)),
+}
+
+CLIP_ALL = ("grad_clipping.above", "grad_clipping.scratch", "grad_clipping.joint")
+CLIP_BUGS = {
+    "clip-per-parameter": Bug("grad_clipping", rewrite("grad_clipping", """
+def grad_clipping(net, theta):
+    params = [p for p in net.parameters()] if isinstance(net, nn.Module) else net.params
+    for p in params:
+        norm = torch.norm(p.grad)
+        if norm > theta:
+            p.grad[:] *= theta / norm
+"""), ("grad_clipping.joint", "grad_clipping.above"), ("joint",), ("grad_clipping.below",)),
+    "clip-by-value": Bug("grad_clipping", rewrite("grad_clipping", """
+def grad_clipping(net, theta):
+    params = [p for p in net.parameters()] if isinstance(net, nn.Module) else net.params
+    for p in params:
+        p.grad.clamp_(-theta, theta)
+"""), ("grad_clipping.above", "grad_clipping.scratch"), ("direction",), ("grad_clipping.below",)),
+    "clip-scales-by-norm-over-theta": Bug("grad_clipping", mutate("grad_clipping.py", "theta / norm", "norm / theta"),
+                                          CLIP_ALL, ("θ / norm",), ("grad_clipping.below",)),
+    "clip-always-rescales": Bug("grad_clipping", mutate("grad_clipping.py",
+                                                        "    if norm > theta:\n        for param in params:\n            param",
+                                                        "    if True:\n        for param in params:\n            param"),
+                                ("grad_clipping.below",), ("only rescale",), CLIP_ALL),
+    "clip-forgets-sqrt": Bug("grad_clipping", mutate("grad_clipping.py", "torch.sqrt(sum(torch.sum(p.grad ** 2) for p in params))",
+                                                     "sum(torch.sum(p.grad ** 2) for p in params)"),
+                             ("grad_clipping.above", "grad_clipping.scratch"), ("square root",)),
+    "clip-norm-of-first-parameter": Bug("grad_clipping", mutate("grad_clipping.py", "torch.sqrt(sum(torch.sum(p.grad ** 2) for p in params))",
+                                                                "torch.sqrt(torch.sum(params[0].grad ** 2))"),
+                                        ("grad_clipping.above",), ("joint norm",)),
+    "clip-return-inside-loop": Bug("grad_clipping", rewrite("grad_clipping", """
+def grad_clipping(net, theta):
+    params = [p for p in net.parameters()] if isinstance(net, nn.Module) else net.params
+    norm = torch.sqrt(sum(torch.sum(p.grad ** 2) for p in params))
+    if norm > theta:
+        for param in params:
+            param.grad[:] *= theta / norm
+            return norm
+    return norm
+"""), CLIP_ALL, ("same factor",), ("grad_clipping.below",)),
+    "clip-modules-only": Bug("grad_clipping", rewrite("grad_clipping", """
+def grad_clipping(net, theta):
+    params = [p for p in net.parameters() if p.requires_grad]
+    norm = torch.sqrt(sum(torch.sum(p.grad ** 2) for p in params))
+    if norm > theta:
+        for param in params:
+            param.grad[:] *= theta / norm
+"""), ("grad_clipping.scratch",), ("net.params",), ("grad_clipping.above", "grad_clipping.below", "grad_clipping.joint")),
+}
+
+PREDICT_BUGS = {
+    "predict-only-generated": Bug("predict", mutate("predict.py", "for i in outputs)", "for i in outputs[len(prefix):])"),
+                                  ("predict.length", "predict.text"), ("prefix",), ("predict.state",)),
+    "predict-off-by-one": Bug("predict", mutate("predict.py", "range(num_preds)", "range(num_preds - 1)"),
+                              ("predict.length", "predict.text"), ("num_preds",), ("predict.state",)),
+    "predict-fresh-state-after-warm-up": Bug(
+        "predict", mutate("predict.py", "    for _ in range(num_preds):\n",
+                          "    state = net.begin_state(batch_size=1, device=device)\n    for _ in range(num_preds):\n"),
+        ("predict.state", "predict.text"), ("state",), ("predict.length",)),
+    "predict-skips-the-prefix": Bug("predict", rewrite("predict", """
+def predict(prefix, num_preds, net, vocab, device):
+    state = net.begin_state(batch_size=1, device=device)
+    outputs = [vocab[ch] for ch in prefix]
+    for _ in range(num_preds):
+        X = torch.tensor([[outputs[-1]]], device=device)
+        y, state = net(X, state)
+        outputs.append(int(y.argmax(dim=1)))
+    return "".join(vocab.idx_to_token[i] for i in outputs)
+"""), ("predict.state", "predict.text"), ("prefix",), ("predict.length",)),
+    "predict-state-reset-each-step": Bug(
+        "predict", mutate("predict.py", "        y, state = net(get_input(), state)\n",
+                          "        state = net.begin_state(batch_size=1, device=device)\n        y, state = net(get_input(), state)\n"),
+        ("predict.state", "predict.text"), ("state",), ("predict.length",)),
+    "predict-warm-up-drops-state": Bug("predict", mutate("predict.py", "        _, state = net(get_input(), state)\n",
+                                                         "        net(get_input(), state)\n"),
+                                       ("predict.state", "predict.text"), ("state",), ("predict.length",)),
+    "predict-samples": Bug("predict", mutate("predict.py", "int(y.argmax(dim=1).reshape(1))",
+                                             "int(torch.multinomial(torch.softmax(y, dim=1), 1).reshape(1))"),
+                           ("predict.text",), ("argmax",), ("predict.length", "predict.state")),
+    "predict-warm-up-outputs": Bug("predict", mutate("predict.py", "        _, state = net(get_input(), state)\n        outputs.append(vocab[y])\n",
+                                                     "        out, state = net(get_input(), state)\n        outputs.append(int(out.argmax(dim=1).reshape(1)))\n"),
+                                   ("predict.state", "predict.text"), ("prefix",)),
+}
+
+TRAIN_ALL = ("train_epoch.perplexity", "train_epoch.reported", "train_epoch.state.sequential", "train_epoch.labels",
+             "train_epoch.clipping", "train_epoch.optimizer")
+SCRATCH_UPDATE = "            l.backward()\n            grad_clipping(net, 1)\n            updater(batch_size=1)\n"
+OPTIM_UPDATE = "            l.backward()\n            grad_clipping(net, 1)\n            updater.step()\n"
+TRAIN_BUGS = {
+    "train-labels-not-transposed": Bug("train_epoch", mutate("train_epoch.py", "Y.T.reshape(-1)", "Y.reshape(-1)"),
+                                       ("train_epoch.labels", "train_epoch.perplexity"), ("label",)),
+    "train-state-never-detached": Bug("train_epoch", mutate("train_epoch.py", "            for s in state:\n                s.detach_()\n",
+                                                            "            pass\n"),
+                                      TRAIN_ALL, ("detach",), ("train_epoch.state.random",)),
+    "train-state-reset-every-batch": Bug("train_epoch", mutate("train_epoch.py", "if state is None or use_random_iter:", "if True:"),
+                                         ("train_epoch.state.sequential",), ("fresh state",), ("train_epoch.state.random",)),
+    "train-random-iter-never-reset": Bug("train_epoch", mutate("train_epoch.py", "if state is None or use_random_iter:", "if state is None:"),
+                                         ("train_epoch.state.random",), ("fresh state",), ("train_epoch.state.sequential",)),
+    "train-clips-after-update": Bug("train_epoch", edits("train_epoch.py",
+                                                         (SCRATCH_UPDATE, "            l.backward()\n            updater(batch_size=1)\n            grad_clipping(net, 1)\n"),
+                                                         (OPTIM_UPDATE, "            l.backward()\n            updater.step()\n            grad_clipping(net, 1)\n")),
+                                    ("train_epoch.clipping", "train_epoch.optimizer"), ("clip",), ("train_epoch.labels",)),
+    "train-no-clipping": Bug("train_epoch", mutate("train_epoch.py", "            grad_clipping(net, 1)\n", "", count=2),
+                             ("train_epoch.clipping", "train_epoch.optimizer"), ("clip",), ("train_epoch.labels",)),
+    "train-no-zero-grad": Bug("train_epoch", mutate("train_epoch.py", "            updater.zero_grad()\n", ""),
+                              ("train_epoch.optimizer",), ("zero_grad",), ("train_epoch.clipping", "train_epoch.perplexity")),
+    "train-updater-batch-size": Bug("train_epoch", mutate("train_epoch.py", "updater(batch_size=1)", "updater(batch_size=X.shape[0])"),
+                                    ("train_epoch.perplexity",), ("batch_size",), ("train_epoch.clipping",)),
+    "train-perplexity-of-last-batch": Bug("train_epoch", mutate("train_epoch.py", "math.exp(total_loss / total_tokens)", "math.exp(l.item())"),
+                                          ("train_epoch.reported",), ("perplexity",), ("train_epoch.perplexity",)),
+    "train-mean-loss-not-exp": Bug("train_epoch", mutate("train_epoch.py", "math.exp(total_loss / total_tokens)", "total_loss / total_tokens"),
+                                   ("train_epoch.reported",), ("exp(mean loss)",), ("train_epoch.perplexity",)),
+    "train-returns-seconds": Bug("train_epoch", mutate("train_epoch.py", "total_tokens / elapsed", "elapsed"),
+                                 ("train_epoch.reported",), ("tokens/s",), ("train_epoch.perplexity",)),
+    "train-labels-as-inputs": Bug("train_epoch", mutate("train_epoch.py", "y_hat, state = net(X, state)", "y_hat, state = net(Y, state)"),
+                                  ("train_epoch.perplexity",), ("leak",)),
+    "train-inputs-as-labels": Bug("train_epoch", mutate("train_epoch.py", "y = Y.T.reshape(-1)", "y = X.T.reshape(-1)"),
+                                  ("train_epoch.labels", "train_epoch.perplexity"), ("label",)),
+    "train-assumes-optimizer": Bug("train_epoch", edits("train_epoch.py",
+                                                        ("        if isinstance(updater, torch.optim.Optimizer):\n", "        if True:\n")),
+                                   ("train_epoch.perplexity", "train_epoch.clipping"), ("updater",), ("train_epoch.optimizer",)),
+}
+
+BUGS = {**RNN_BUGS, **PARAMS_BUGS, **STATE_BUGS, **CLIP_BUGS, **PREDICT_BUGS, **TRAIN_BUGS}
+
+
+def _failures(report) -> str:
+    return "\n".join(f"  {c.check_id} [{c.status}] {c.message}" for c in report.all_checks() if c.status != "passed")
+
+
+@pytest.mark.parametrize("bug", [pytest.param(b, id=name) for name, b in BUGS.items()])
+def test_mistake_is_caught_where_it_lives(grading, submission, bug: Bug):
+    report = grading(submission(bug.files))
+    shown = _failures(report)
+    assert not [p for p in report.problems if p.severity == "error"], report.problems
+    checks = {c.check_id: c for c in report.all_checks()}
+    for check_id in bug.fails:
+        assert checks[check_id].status != "passed", f"{check_id} passed:\n{shown}"
+        assert checks[check_id].points < checks[check_id].max_points
+    for check_id in bug.passes:
+        assert checks[check_id].status == "passed", f"{check_id} should pass:\n{shown}"
+    # isolation: every check of another hook kept its points
+    elsewhere = [c.check_id for c in report.all_checks() if bug.hook not in c.hooks and c.points < c.max_points]
+    assert not elsewhere, f"{bug.hook} mistake charged to {elsewhere}:\n{shown}"
+    lost = {ex.name for ex in report.exercises if ex.points < ex.max_points}
+    assert lost == {EXERCISE_OF[bug.hook]}
+    least = sum(checks[c].max_points for c in bug.fails)
+    assert report.max_points - report.points >= least - 1e-6
+    message = checks[bug.fails[0]].message.lower()
+    assert any(w.lower() in message for w in bug.words), f"none of {bug.words} in: {checks[bug.fails[0]].message}"
+
+
+def test_zoo_covers_every_hook():
+    counts = {hook: sum(b.hook == hook for b in BUGS.values()) for hook in EXERCISE_OF}
+    assert min(counts.values()) >= 3, counts
+    assert len(BUGS) >= 24

@@ -1,0 +1,75 @@
+"""The command line: exit codes, usage errors without tracebacks, written reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REFERENCE, REPO
+
+
+def grade(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "grader", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["does-not-exist/"], "does not exist"),
+    (["README.md"], "is a file"),
+    ([], "give a submission folder"),
+    (["reference/", "--demo"], "not both"),
+    (["reference/", "--fail-under", "120"], "from 0 to 100"),
+    (["reference/", "--corpus", "missing.txt"], "missing.txt"),
+])
+def test_usage_errors_exit_2_without_traceback(args, message):
+    done = grade(*args)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_empty_folder_suggests_init(tmp_path):
+    done = grade(str(tmp_path))
+    assert done.returncode == 2
+    assert "--init" in done.stderr
+
+
+def test_init_copies_skeletons_and_keeps_existing_files(tmp_path):
+    (tmp_path / "predict.py").write_text("# mine\n")
+    done = grade("--init", str(tmp_path))
+    assert done.returncode == 0
+    assert {p.name for p in tmp_path.glob("*.py")} == {"rnn_scratch.py", "grad_clipping.py", "predict.py", "train_epoch.py"}
+    assert (tmp_path / "predict.py").read_text() == "# mine\n"
+
+
+def test_demo_writes_html_and_gradescope_json_and_explains_failures(tmp_path):
+    done = grade("--demo", "--out", str(tmp_path / "out"), "--fail-under", "90")
+    assert done.returncode == 1, done.stdout + done.stderr  # graded, but under the threshold
+    assert "FAIL" in done.stdout and "label" in done.stdout and "JOINT" in done.stdout
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert 0 < results["score"] < 100
+    failing = [t for t in results["tests"] if t["status"] == "failed"]
+    assert {tag for t in failing for tag in t["tags"]} >= {"grad_clipping", "train_epoch"}
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Y.T.reshape(-1)" in html
+
+
+def test_reference_full_marks_exit_0_with_fail_under():
+    done = grade(str(REFERENCE), "--fail-under", "100")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "100/100" in done.stdout
+
+
+def test_grading_is_deterministic(tmp_path):
+    first = grade("--demo", "--out", str(tmp_path / "a"))
+    second = grade("--demo", "--out", str(tmp_path / "b"))
+    assert first.returncode == second.returncode == 0
+
+    def scores(folder):
+        data = json.loads((folder / "results.json").read_text())
+        return [(t["name"], t["score"], t["status"], t["output"].split("\n")[0]) for t in data["tests"]]
+
+    strip = lambda rows: [r for r in rows if "tokens/s" not in r[3]]  # noqa: E731 - speed differs run to run
+    assert strip(scores(tmp_path / "a")) == strip(scores(tmp_path / "b"))
