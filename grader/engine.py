@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -22,6 +22,7 @@ from grader.pool import Reply, Runner
 from grader.results import (
     ERROR,
     FAILED,
+    INTEGRITY,
     NOT_IMPLEMENTED,
     CheckResult,
     ExerciseResult,
@@ -30,9 +31,11 @@ from grader.results import (
     Verdict,
 )
 
-#: limits applied to every check's process
-DEFAULT_LIMITS = {"address_space": 4 << 30, "file_size": 16 << 20}
+#: limits applied to every check's process; each is named in the verdict when hit
+DEFAULT_LIMITS = {"address_space": 4 << 30, "file_size": 16 << 20, "processes": 64}
 RESULT_LIMIT = 64 << 20
+#: largest submission file, and all files together, that the grader accepts
+FILE_LIMIT, SUBMISSION_LIMIT = 1 << 20, 4 << 20
 #: well-known error messages and what they usually mean
 HINTS = (
     (r"backward through the graph a second time", "detach the state between minibatches (s.detach_())"),
@@ -44,8 +47,34 @@ HINTS = (
     (r"object is not callable", "the updater may be a torch.optim optimizer: call updater.step() for those"),
     (r"has no attribute 'step'|has no attribute 'zero_grad'", "the updater may be a plain function: call updater(batch_size=1)"),
 )
-SIGNALS = {9: "killed (SIGKILL), usually for exceeding the memory limit", 11: "crashed with a segmentation fault",
-           6: "aborted", 24: "exceeded its CPU time limit", 25: "exceeded the file size limit"}
+SIGNALS = {9: "was killed (SIGKILL)", 11: "crashed with a segmentation fault", 6: "aborted",
+           7: "crashed with a bus error", 8: "crashed with a floating-point exception",
+           24: "exceeded its CPU time limit", 25: "exceeded the file size limit of 16 MiB"}
+
+
+def read_submission(folder: Path) -> tuple[dict[str, str], list[FileProblem]]:
+    """The submission's top-level .py files as text; files the grader cannot take are problems."""
+    files: dict[str, str] = {}
+    problems: list[FileProblem] = []
+    total = 0
+    for path in sorted(folder.glob("*.py")):
+        if path.name == "__init__.py" or not path.is_file():
+            continue
+        size = path.stat().st_size
+        if size > FILE_LIMIT or total + size > SUBMISSION_LIMIT:
+            problems.append(FileProblem(path.name, f"is {size} bytes; files over {FILE_LIMIT >> 20} MiB "
+                                                   f"(or {SUBMISSION_LIMIT >> 20} MiB together) are not graded"))
+            continue
+        try:
+            files[path.name] = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            problems.append(FileProblem(path.name, "is not UTF-8 text; save it as UTF-8"))
+            continue
+        except OSError as exc:
+            problems.append(FileProblem(path.name, f"cannot be read: {exc.strerror}"))
+            continue
+        total += size
+    return files, problems
 
 
 def probe_load(ctx) -> Any:
@@ -76,14 +105,36 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
     folder = folder.resolve()
     the_plan = the_plan or plan(pm, config)
     limits = dict(DEFAULT_LIMITS)
-    load_reply = runner.run_one({"submission": str(folder), "probe": "grader.engine:probe_load", "hook": None,
-                                 "params": {}, "timeout": config.check_timeout, "limits": limits})
+    files, unread = read_submission(folder)
+    load_reply = runner.run_one({"files": files, "probe": "grader.engine:probe_load", "hook": None, "params": {},
+                                 "timeout": config.check_timeout, "limits": dict(limits, cpu_seconds=int(config.check_timeout) + 1)})
     where, problems = _load_outcome(load_reply)
+    problems = unread + problems
     to_run = [c for c in the_plan.checks if c.hook in where]
-    requests = [dict(c.request(str(folder), limits), timeout=min(c.timeout, config.check_timeout * 2)) for c in to_run]
+    requests = []
+    for c in to_run:
+        timeout = min(c.timeout, config.check_timeout * 2)
+        requests.append(dict(c.request(files, dict(limits, cpu_seconds=int(timeout) + 1)), timeout=timeout))
     results: dict[str, CheckResult] = {}
+    flagged: dict[str, list[str]] = {}  # exercise -> integrity findings
+    file_hooks = {}
+    for hook, file in where.items():
+        file_hooks.setdefault(file, []).append(hook)
+    hook_exercise = {h: ex.name for ex in the_plan.exercises for h in ex.hooks}
     for check, (_, reply) in zip(to_run, runner.run(requests)):
-        results[check.id] = _result(check, reply)
+        result = _result(check, reply)
+        for event in _integrity_events(reply):
+            hooks = file_hooks.get(event.get("file") or "", [check.hook])
+            for exercise in {hook_exercise.get(h, check.exercise) for h in hooks}:
+                flagged.setdefault(exercise, [])
+                text = f"{event.get('file') or 'your code'} {event.get('what')}"
+                if text not in flagged[exercise]:
+                    flagged[exercise].append(text)
+        results[check.id] = result
+    for check_id, result in list(results.items()):
+        if result.exercise in flagged:
+            results[check_id] = replace(result, points=0.0, status=INTEGRITY,
+                                        message="no points: " + "; ".join(flagged[result.exercise][:3]))
     for check in the_plan.checks:
         if check.id not in results:
             verdict = Verdict(NOT_IMPLEMENTED, f"{check.hook} is not implemented (no @hookimpl def {check.hook}(...) found)")
@@ -99,8 +150,11 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
     max_points = sum(e.max_points for e in exercises)
     from grader.checks.train_epoch import corpus_facts, corpus_spec
 
+    notices = list(runner.notices)
+    for exercise, findings in flagged.items():
+        notices.append(f"integrity: {exercise} scored 0 because " + "; ".join(findings[:5]))
     return GradingReport(
-        submission=str(folder), points=round(points, 6), max_points=round(max_points, 6), exercises=tuple(exercises),
+        submission=str(folder), notices=tuple(notices), points=round(points, 6), max_points=round(max_points, 6), exercises=tuple(exercises),
         problems=tuple(problems), implemented=dict(where), seconds=round(time.monotonic() - started, 3),
         corpus=corpus_facts(corpus_spec(config)), grader_version=grader.__version__,
     )
@@ -123,12 +177,17 @@ def _decode(reply: Reply) -> tuple[Any, Optional[Verdict]]:
     if reply.status == "timeout":
         return None, Verdict(ERROR, f"stopped after {reply.seconds:.0f} s wall time: an endless loop, or far too slow")
     if reply.status == "result_too_large":
-        return None, Verdict(ERROR, "returned a result larger than the grader accepts")
+        return None, Verdict(ERROR, f"sent back more than the {RESULT_LIMIT >> 20} MiB result limit")
+    if reply.status == "output_flood":
+        return None, Verdict(ERROR, "wrote more than 1 MiB to stdout/stderr and was stopped")
     if reply.status == "runner_died":
         return None, Verdict(ERROR, "the grading process stopped responding while this check ran")
     if reply.status != "ok" or reply.result is None:
         if reply.signal:
             why = SIGNALS.get(reply.signal, f"was killed by signal {reply.signal}")
+            cpu = reply.raw.get("cpu_seconds") or 0
+            if reply.signal == 9 and cpu >= (reply.raw.get("cpu_limit") or float("inf")):
+                why = "exceeded its CPU time limit"
             return None, Verdict(ERROR, f"the process running your code {why}")
         return None, Verdict(ERROR, f"the process running your code exited (status {reply.exit_code}) before the check finished")
     try:
@@ -138,6 +197,13 @@ def _decode(reply: Reply) -> tuple[Any, Optional[Verdict]]:
     if not isinstance(value, dict):
         return None, Verdict(ERROR, "the check's result was malformed")
     return value, None
+
+
+def _integrity_events(reply: Reply) -> list[dict]:
+    value, failure = _decode(reply)
+    if failure is not None or not isinstance(value.get("integrity"), list):
+        return []
+    return [e for e in value["integrity"] if isinstance(e, dict)][:20]
 
 
 def _hint(message: str) -> str:
@@ -155,6 +221,9 @@ def verdict_for(check: Check, reply: Reply) -> Verdict:
         return Verdict(NOT_IMPLEMENTED, f"{check.hook} is not implemented yet (it raises NotImplementedError)")
     if "error" in value:
         message = str(value["error"])
+        if value.get("limit") == "memory":
+            limit = DEFAULT_LIMITS["address_space"] >> 30
+            return Verdict(ERROR, f"{check.hook} exceeded the {limit} GiB memory limit ({message[:300]})")
         return Verdict(ERROR, f"{check.hook} raised {message}{_hint(message)}")
     try:
         verdict = check.judge(value.get("value"), **check.params)

@@ -72,7 +72,8 @@ def _positional_arity_ok(func: Callable, nargs: int) -> bool:
     return True
 
 
-def load_submission(folder: Path, reference: Optional[dict[str, Callable]] = None) -> LoadedSubmission:
+def load_submission(folder: Path, reference: Optional[dict[str, Callable]] = None,
+                    after_import: Optional[Callable[[str], None]] = None) -> LoadedSubmission:
     folder = folder.resolve()
     loaded = LoadedSubmission(folder)
     pm = get_plugin_manager(with_builtins=False)
@@ -96,6 +97,8 @@ def load_submission(folder: Path, reference: Optional[dict[str, Callable]] = Non
     failed: dict[str, tuple[Path, BaseException]] = {}
     for path in importable:
         _import_file(loaded, path, pm, failed)
+        if after_import is not None:
+            after_import(path.name)
     # A file that failed only because a sibling it imports is broken is retried
     # with the reference standing in for that sibling, so one bug costs one exercise.
     dependent = {stem: item for stem, item in failed.items() if _origin(item[1], folder) not in (None, item[0].name)}

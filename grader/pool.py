@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,20 +61,90 @@ def runner_env() -> dict[str, str]:
     return env
 
 
-def runner_command() -> list[str]:
+def runner_command(sweep: bool = False) -> list[str]:
     # -I: no user site, no PYTHON* variables, no script folder on sys.path, so a
-    # submission's torch.py cannot shadow torch. -B: write no bytecode into submissions.
+    # submission's torch.py cannot shadow torch. -B: write no bytecode.
     bootstrap = (
         "import sys; sys.path.insert(0, sys.argv[1]); "
         "from grader.runner import main; main()"
     )
-    return [sys.executable, "-I", "-B", "-c", bootstrap, str(PACKAGE_ROOT)]
+    return [sys.executable, "-I", "-B", "-c", bootstrap, str(PACKAGE_ROOT)] + (["--sweep"] if sweep else [])
+
+
+#: the unprivileged user runners run as when the grader is started as root
+RUNNER_UID = 65534
+#: folders hidden inside the sandbox (home folders, other users' temporary files)
+HIDDEN = ("/root", "/home", "/tmp", "/var/tmp", "/run", "/mnt", "/media", "/srv")
+
+
+def _needed_paths() -> list[str]:
+    """Folders the runner must read: Python itself, installed packages, the grader."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, str(PACKAGE_ROOT)}
+    paths.update(p for p in sys.path if p)
+    paths.add(os.path.dirname(os.path.realpath(sys.executable)))
+    real = sorted({os.path.realpath(p) for p in paths if os.path.isdir(p)})
+    hidden = [p for p in real if any(p == h or p.startswith(h + "/") for h in HIDDEN)]
+    return [p for p in hidden if not any(p.startswith(q + "/") for q in hidden)]
+
+
+def sandbox_command() -> Optional[list[str]]:
+    """The runner command wrapped in bubblewrap, or None where bubblewrap is missing."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return None
+    as_root = os.geteuid() == 0
+    if as_root:  # real namespaces without a user namespace, so privileges can really be dropped
+        spaces = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+    else:
+        spaces = ["--unshare-all"]
+    args = [bwrap, *spaces, "--die-with-parent", "--new-session", "--ro-bind", "/", "/"]
+    for hidden in HIDDEN:
+        if os.path.isdir(hidden):
+            args += ["--perms", "1777" if hidden.endswith("tmp") else "0755", "--tmpfs", hidden]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    made: set[str] = set()
+    for path in _needed_paths():
+        # folders bwrap creates on the way are 0700 by default: the runner's user must pass through
+        parents = [str(p) for p in reversed(Path(path).parents) if str(p) not in ("/", *HIDDEN)]
+        for parent in parents:
+            if parent not in made:
+                made.add(parent)
+                args += ["--perms", "0755", "--dir", parent]
+        args += ["--ro-bind", path, path]
+    args += ["--chdir", "/tmp", "--"]
+    if as_root:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            return None
+        args += [setpriv, f"--reuid={RUNNER_UID}", f"--regid={RUNNER_UID}", "--clear-groups",
+                 "--inh-caps=-all", "--"]
+    return args + runner_command(sweep=True)
+
+
+SANDBOX_OFF = ("sandbox off: {why}; submissions still run in a separate process with time, memory and output "
+               "limits, but can reach the network and write where your user can (install the 'bubblewrap' "
+               "package on Linux for full isolation)")
 
 
 class Runner:
-    """One zygote process serving requests in order."""
+    """One zygote process serving requests in order.
 
-    def __init__(self, command: Optional[list[str]] = None, env: Optional[dict[str, str]] = None):
+    :param sandbox: "auto" uses bubblewrap where it works and says once when it does not;
+        "require" fails instead; "off" never uses it.
+    """
+
+    def __init__(self, command: Optional[list[str]] = None, env: Optional[dict[str, str]] = None,
+                 sandbox: str = "auto"):
+        self.notices: list[str] = []
+        self.sandboxed = False
+        if command is None and sandbox != "off":
+            command = sandbox_command()
+            self.sandboxed = command is not None
+            if command is None:
+                if sandbox == "require":
+                    raise RunnerError("the sandbox was required but bubblewrap (bwrap) is not installed")
+                self.notices.append(SANDBOX_OFF.format(why="bubblewrap (bwrap) is not installed"))
+        self.sandbox_mode = sandbox
         self.command = command or runner_command()
         self.env = env if env is not None else runner_env()
         self.proc: Optional[subprocess.Popen] = None
@@ -113,9 +184,16 @@ class Runner:
         if not first or not json.loads(first).get("ready"):
             proc, err = self.proc, ""
             if proc is not None and proc.poll() is not None:
-                err = proc.stderr.read().decode("utf-8", "replace")[-2000:]
+                err = proc.stderr.read().decode("utf-8", "replace")[-2000:].strip()
             self.stop()
-            raise RunnerError(f"the grading runner did not start: {err.strip() or 'no answer'}")
+            if self.sandboxed and self.sandbox_mode == "auto":
+                # e.g. user namespaces forbidden here: degrade to process limits, once, and say so
+                self.sandboxed = False
+                self.command = runner_command()
+                self.notices.append(SANDBOX_OFF.format(why=f"bubblewrap could not start ({err[-300:] or 'no answer'})"))
+                self.start()
+                return
+            raise RunnerError(f"the grading runner did not start: {err or 'no answer'}")
         self._ready = True
 
     @staticmethod

@@ -11,15 +11,16 @@ import math
 import re
 from typing import Any
 
-from grader.results import ERROR, FAILED, NOT_IMPLEMENTED, PASSED, SKIPPED
+from grader.results import ERROR, FAILED, INTEGRITY, NOT_IMPLEMENTED, PASSED, SKIPPED
 
 #: Statuses in the order reporters list and count them.
-STATUS_ORDER = (PASSED, FAILED, ERROR, NOT_IMPLEMENTED, SKIPPED)
+STATUS_ORDER = (PASSED, FAILED, ERROR, INTEGRITY, NOT_IMPLEMENTED, SKIPPED)
 
 STATUS_LABELS = {
     PASSED: "PASS",
     FAILED: "FAIL",
     ERROR: "ERROR",
+    INTEGRITY: "VOID",
     NOT_IMPLEMENTED: "TODO",
     SKIPPED: "SKIP",
 }
@@ -29,6 +30,7 @@ STATUS_WORDS = {
     PASSED: "passed",
     FAILED: "failed",
     ERROR: "error",
+    INTEGRITY: "void",
     NOT_IMPLEMENTED: "to do",
     SKIPPED: "skipped",
 }

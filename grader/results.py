@@ -15,6 +15,7 @@ FAILED = "failed"
 ERROR = "error"  # the student's code raised, crashed, hung or returned garbage
 NOT_IMPLEMENTED = "not_implemented"
 SKIPPED = "skipped"  # could not run because something it needs is missing
+INTEGRITY = "integrity"  # points withheld: the submission tampered with the grader or used the reference
 
 
 @dataclass(frozen=True)

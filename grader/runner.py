@@ -17,15 +17,19 @@ import json
 import os
 import resource
 import select
+import shutil
 import signal
 import struct
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 #: how much of a child's stdout/stderr is kept for the report
 OUTPUT_LIMIT = 64 * 1024
+#: a child that prints more than this is stopped
+OUTPUT_HARD_LIMIT = 1024 * 1024
 #: largest result a child may send
 RESULT_LIMIT = 64 * 1024 * 1024
 HEADER = struct.Struct("<Q")
@@ -69,8 +73,10 @@ def _set_limits(limits: dict) -> None:
     for key, which in pairs.items():
         value = limits.get(key)
         if value is not None:
+            # CPU: SIGXCPU at the soft limit, SIGKILL a second later even if that is ignored
+            hard = int(value) + 1 if which == resource.RLIMIT_CPU else int(value)
             try:
-                resource.setrlimit(which, (int(value), int(value)))
+                resource.setrlimit(which, (int(value), hard))
             except (ValueError, OSError):
                 pass
 
@@ -99,15 +105,29 @@ def _run_probe(request: dict) -> bytes:
     import torch
 
     from grader import wire
+    from grader.integrity import ReferenceGuard, Snapshot
     from grader.loader import describe_exception, isolate, load_submission
     from grader.plugins import reference_hooks
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
     folder = Path(request["submission"])
+    reference = reference_hooks()
+    snapshot = Snapshot(reference)
+    guard = ReferenceGuard(Path(reference["rnn"].__code__.co_filename).parent, folder)
+    guard.install()
+    integrity: list[dict] = []
+    seen: set[str] = set()
+
+    def note_changes(where: str | None) -> None:
+        for name in snapshot.changes():
+            if name not in seen:
+                seen.add(name)
+                integrity.append({"what": f"replaced {name}", "file": where})
+
     try:
-        reference = reference_hooks()
-        loaded = load_submission(folder, reference)
+        loaded = load_submission(folder, reference, after_import=note_changes)
+        torch.set_default_dtype(torch.float32)  # a file may change it at import; checks start from the default
         module_name, _, func_name = request["probe"].partition(":")
         probe = getattr(importlib.import_module(module_name), func_name)
         hook = request.get("hook")
@@ -122,10 +142,15 @@ def _run_probe(request: dict) -> bytes:
         raise
     except BaseException as exc:  # noqa: BLE001 - whatever student code raised is reported
         result = {"error": describe_exception(exc, folder)}
+        if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc)[:2000]:
+            result["limit"] = "memory"
+    note_changes(None)
+    events = integrity + guard.events
     try:
-        return wire.dumps(result)
+        with torch._C.DisableTorchFunction():
+            return wire.dumps(dict(result, integrity=events))
     except Exception as exc:  # noqa: BLE001 - e.g. a returned object that is not plain data
-        return wire.dumps({"error": f"the result could not be sent back: {exc}"[:2000]})
+        return wire.dumps({"error": f"the result could not be sent back: {exc}"[:2000], "integrity": events})
 
 
 def _kill_group(pid: int) -> None:
@@ -135,7 +160,43 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def _serve_one(request: dict) -> dict:
+def _stage(files: dict) -> Path:
+    """Write the submission's files into a fresh private folder for one check."""
+    folder = Path(tempfile.mkdtemp(prefix="submission-"))
+    for name, source in files.items():
+        if "/" in name or name.startswith("."):
+            continue
+        (folder / name).write_text(source, encoding="utf-8")
+    return folder
+
+
+def _sweep() -> None:
+    """Kill every other process of this uid: leftovers that escaped the child's process group.
+
+    Only used inside the sandbox's PID namespace, where that means the submission's processes alone.
+    """
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    while True:  # reap what was ours
+        try:
+            if os.waitpid(-1, os.WNOHANG) == (0, 0):
+                break
+        except ChildProcessError:
+            break
+
+
+def _serve_one(request: dict, sweep: bool) -> dict:
+    folder = _stage(request.get("files", {}))
+    request = dict(request, submission=str(folder))
+    try:
+        return _supervise(request, sweep)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _supervise(request: dict, sweep: bool) -> dict:
     result_r, result_w = os.pipe()
     output_r, output_w = os.pipe()
     started = time.monotonic()
@@ -151,22 +212,21 @@ def _serve_one(request: dict) -> dict:
     os.close(output_w)
     deadline = started + float(request.get("timeout", 60))
     result, output = bytearray(), bytearray()
-    truncated, status = False, "ok"
+    printed, status = 0, "ok"
 
     def complete() -> bool:
         return len(result) >= HEADER.size and len(result) >= HEADER.size + HEADER.unpack_from(result)[0]
 
     def pump(fds: set, wait: float) -> None:
-        nonlocal truncated
+        nonlocal printed
         ready, _, _ = select.select(list(fds), [], [], max(wait, 0))
         for fd in ready:
             chunk = os.read(fd, 1 << 16)
             if not chunk:
                 fds.discard(fd)
             elif fd == output_r:
-                room = max(OUTPUT_LIMIT - len(output), 0)
-                output.extend(chunk[:room])
-                truncated = truncated or len(chunk) > room
+                printed += len(chunk)
+                output.extend(chunk[:max(OUTPUT_LIMIT - len(output), 0)])
             else:
                 result.extend(chunk)
 
@@ -174,25 +234,32 @@ def _serve_one(request: dict) -> dict:
     while result_r in open_fds and not complete():
         if time.monotonic() >= deadline:
             status = "timeout"
-            break
-        if len(result) > RESULT_LIMIT + HEADER.size:
+        elif len(result) > RESULT_LIMIT + HEADER.size:
             status = "result_too_large"
+        elif printed > OUTPUT_HARD_LIMIT:
+            status = "output_flood"
+        if status != "ok":
             break
         pump(open_fds, deadline - time.monotonic())
     # Collect what the child printed last; leftovers holding the pipe open get a moment only.
     open_fds.discard(result_r)
     drain_until = min(deadline, time.monotonic() + 0.2)
-    while status == "ok" and output_r in open_fds and time.monotonic() < drain_until:
+    while status == "ok" and output_r in open_fds and time.monotonic() < drain_until and printed <= OUTPUT_HARD_LIMIT:
         pump(open_fds, drain_until - time.monotonic())
     _kill_group(pid)
-    _, wait_status = os.waitpid(pid, 0)
+    _, wait_status, child_usage = os.wait4(pid, 0)
+    if sweep:
+        _sweep()
     for fd in (result_r, output_r):
         os.close(fd)
     reply: dict[str, Any] = {
         "id": request.get("id"),
         "status": status,
         "seconds": round(time.monotonic() - started, 4),
-        "output": output.decode("utf-8", "replace") + ("\n[output truncated]" if truncated else ""),
+        "printed": printed,
+        "output": output.decode("utf-8", "replace") + ("\n[output truncated]" if printed > len(output) else ""),
+        "cpu_seconds": round(child_usage.ru_utime + child_usage.ru_stime, 3),
+        "cpu_limit": request.get("limits", {}).get("cpu_seconds"),
     }
     if os.WIFSIGNALED(wait_status):
         reply["signal"] = os.WTERMSIG(wait_status)
@@ -225,12 +292,18 @@ def _warm_up() -> None:
     optimizer.zero_grad()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Serve requests from stdin. ``--sweep``: after each check kill every process of this uid."""
+    sweep = "--sweep" in (sys.argv[2:] if argv is None else argv)
     # Preload what every child needs before any request arrives.
     import torch  # noqa: F401
 
     import grader.book  # noqa: F401
+    import grader.engine  # noqa: F401
+    import grader.fixtures  # noqa: F401
+    import grader.integrity  # noqa: F401
     import grader.loader  # noqa: F401
+    import grader.training  # noqa: F401
     import grader.wire  # noqa: F401
     from grader.plugins import BUILTIN_CHECKS, reference_hooks
 
@@ -249,7 +322,7 @@ def main() -> None:
         request = json.loads(line)
         for name in request.get("preload", ()):
             importlib.import_module(name)
-        reply = _serve_one(request)
+        reply = _serve_one(request, sweep)
         out.write(json.dumps(reply).encode("utf-8") + b"\n")
         out.flush()
 

@@ -47,9 +47,9 @@ class Check:
     def probe_path(self) -> str:
         return f"{self.probe.__module__}:{self.probe.__name__}"
 
-    def request(self, submission: str, limits: dict) -> dict[str, Any]:
+    def request(self, files: dict[str, str], limits: dict) -> dict[str, Any]:
         return {
-            "submission": submission,
+            "files": files,
             "probe": self.probe_path,
             "hook": self.hook,
             "params": self.params,
