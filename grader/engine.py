@@ -12,7 +12,7 @@ import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import grader
 from grader import wire
@@ -34,6 +34,8 @@ from grader.results import (
 #: limits applied to every check's process; each is named in the verdict when hit
 DEFAULT_LIMITS = {"address_space": 4 << 30, "file_size": 16 << 20, "processes": 64}
 RESULT_LIMIT = 64 << 20
+#: seconds a submission's files may take to import
+IMPORT_TIMEOUT = 10.0
 #: largest submission file, and all files together, that the grader accepts
 FILE_LIMIT, SUBMISSION_LIMIT = 1 << 20, 4 << 20
 #: well-known error messages and what they usually mean
@@ -104,60 +106,133 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
     started = time.monotonic()
     folder = folder.resolve()
     the_plan = the_plan or plan(pm, config)
-    limits = dict(DEFAULT_LIMITS)
-    files, unread = read_submission(folder)
-    load_reply = runner.run_one({"files": files, "probe": "grader.engine:probe_load", "hook": None, "params": {},
-                                 "timeout": config.check_timeout, "limits": dict(limits, cpu_seconds=int(config.check_timeout) + 1)})
-    where, problems = _load_outcome(load_reply)
-    problems = unread + problems
-    to_run = [c for c in the_plan.checks if c.hook in where]
-    requests = []
-    for c in to_run:
-        timeout = min(c.timeout, config.check_timeout * 2)
-        requests.append(dict(c.request(files, dict(limits, cpu_seconds=int(timeout) + 1)), timeout=timeout))
+    files, problems = read_submission(folder)
+    submission = _load(files, runner, config)
+    problems += submission.problems
+    where = submission.where
+    by_id = {c.id: c for c in the_plan.checks}
+    out_of_time: dict[str, str] = {}  # hook -> title of the check where it ran out of time
+
+    def requests() -> Iterator[dict]:
+        for check in the_plan.checks:
+            if check.hook in where and check.hook not in out_of_time:
+                timeout = _timeout(check.timeout, config)
+                request = check.request(submission.files, _limits(timeout))
+                yield dict(request, timeout=timeout, check=check.id, stand_ins=submission.stand_ins)
+
     results: dict[str, CheckResult] = {}
-    flagged: dict[str, list[str]] = {}  # exercise -> integrity findings
-    file_hooks = {}
-    for hook, file in where.items():
-        file_hooks.setdefault(file, []).append(hook)
-    hook_exercise = {h: ex.name for ex in the_plan.exercises for h in ex.hooks}
-    for check, (_, reply) in zip(to_run, runner.run(requests)):
-        result = _result(check, reply)
-        for event in _integrity_events(reply):
-            hooks = file_hooks.get(event.get("file") or "", [check.hook])
-            for exercise in {hook_exercise.get(h, check.exercise) for h in hooks}:
-                flagged.setdefault(exercise, [])
-                text = f"{event.get('file') or 'your code'} {event.get('what')}"
-                if text not in flagged[exercise]:
-                    flagged[exercise].append(text)
-        results[check.id] = result
-    for check_id, result in list(results.items()):
-        if result.exercise in flagged:
-            results[check_id] = replace(result, points=0.0, status=INTEGRITY,
-                                        message="no points: " + "; ".join(flagged[result.exercise][:3]))
+    events: list[tuple[Check, dict]] = []
+    for request, reply in runner.run(requests(), window=2):
+        check = by_id[request["check"]]
+        results[check.id] = _result(check, reply)
+        events += [(check, e) for e in _integrity_events(reply)]
+        if reply.status in ("timeout", "runner_died"):
+            out_of_time.setdefault(check.hook, check.title)
+    flagged = _integrity_by_exercise(events, where, the_plan)
     for check in the_plan.checks:
-        if check.id not in results:
+        result = results.get(check.id)
+        if result is None and check.hook in out_of_time:
+            verdict = Verdict(ERROR, f"not run: {check.hook} already ran out of time in '{out_of_time[check.hook]}'")
+            result = _record(check, verdict)
+        elif result is None:
             verdict = Verdict(NOT_IMPLEMENTED, f"{check.hook} is not implemented (no @hookimpl def {check.hook}(...) found)")
-            results[check.id] = _record(check, verdict)
+            result = _record(check, verdict)
+        if check.exercise in flagged:
+            result = replace(result, points=0.0, status=INTEGRITY,
+                             message="no points: " + "; ".join(flagged[check.exercise][:3]))
+        results[check.id] = result
     exercises = []
     for ex in the_plan.exercises:
         checks = tuple(results[c.id] for c in the_plan.checks if c.exercise == ex.name)
-        if not checks:
-            continue
-        exercises.append(ExerciseResult(ex.name, ex.title, sum(c.points for c in checks), sum(c.max_points for c in checks),
-                                        checks, figures=_exercise_figures(checks)))
-    points = sum(e.points for e in exercises)
-    max_points = sum(e.max_points for e in exercises)
+        if checks:
+            exercises.append(ExerciseResult(ex.name, ex.title, sum(c.points for c in checks),
+                                            sum(c.max_points for c in checks), checks, figures=_exercise_figures(checks)))
     from grader.checks.train_epoch import corpus_facts, corpus_spec
 
     notices = list(runner.notices)
-    for exercise, findings in flagged.items():
-        notices.append(f"integrity: {exercise} scored 0 because " + "; ".join(findings[:5]))
+    notices += [f"integrity: {exercise} scored 0 because " + "; ".join(found[:5]) for exercise, found in flagged.items()]
     return GradingReport(
-        submission=str(folder), notices=tuple(notices), points=round(points, 6), max_points=round(max_points, 6), exercises=tuple(exercises),
-        problems=tuple(problems), implemented=dict(where), seconds=round(time.monotonic() - started, 3),
-        corpus=corpus_facts(corpus_spec(config)), grader_version=grader.__version__,
+        submission=str(folder), points=round(sum(e.points for e in exercises), 6),
+        max_points=round(sum(e.max_points for e in exercises), 6), exercises=tuple(exercises),
+        problems=tuple(problems), implemented=dict(where), notices=tuple(notices),
+        seconds=round(time.monotonic() - started, 3), corpus=corpus_facts(corpus_spec(config)),
+        grader_version=grader.__version__,
     )
+
+
+def _timeout(own: float, config: RunConfig) -> float:
+    return float(config.check_timeout) if config.check_timeout is not None else own
+
+
+def _limits(timeout: float) -> dict:
+    return dict(DEFAULT_LIMITS, cpu_seconds=int(timeout) + 1)
+
+
+@dataclass
+class LoadedFiles:
+    files: dict[str, str]
+    where: dict[str, str]
+    problems: list[FileProblem]
+    #: module names the reference serves in place of files that hang or end the process at import
+    stand_ins: list[str]
+
+
+def _load_request(files: dict, timeout: float, only: Optional[list[str]] = None, stand_ins: Iterable[str] = ()) -> dict:
+    return {"files": files, "probe": "grader.engine:probe_load", "hook": None, "params": {}, "timeout": timeout,
+            "limits": _limits(timeout), "only": only, "stand_ins": sorted(stand_ins)}
+
+
+def _load(files: dict[str, str], runner: Runner, config: RunConfig) -> LoadedFiles:
+    """Load the submission; find and set aside files whose import hangs or ends the process."""
+    timeout = _timeout(IMPORT_TIMEOUT, config)
+    reply = runner.run_one(_load_request(files, timeout))
+    broken: dict[str, str] = {}
+    if reply.status != "ok" or reply.result is None:
+        suspects = {}
+        for name in files:
+            single = runner.run_one(_load_request(files, timeout, only=[name]))
+            if single.status != "ok" or single.result is None:
+                suspects[name] = single
+        for name, single in suspects.items():  # a file may only have imported a suspect sibling
+            others = [Path(n).stem for n in suspects if n != name]
+            if others and runner.run_one(_load_request(files, timeout, [name], others)).status == "ok":
+                continue
+            _, failure = _decode(single)
+            broken[name] = f"importing it {_import_failure(single, failure)}; it was not graded"
+        stand_ins = [Path(n).stem for n in broken]
+        kept = {n: src for n, src in files.items() if n not in broken}
+        reply = runner.run_one(_load_request(kept, timeout, stand_ins=stand_ins))
+        files = kept
+    where, problems = _load_outcome(reply)
+    problems = [FileProblem(n, why) for n, why in broken.items()] + problems
+    return LoadedFiles(files, where, problems, [Path(n).stem for n in broken])
+
+
+def _import_failure(reply: Reply, failure: Optional[Verdict]) -> str:
+    if reply.status == "timeout":
+        return (f"took longer than {reply.seconds:.0f} s (an endless loop, or slow work at the top level? "
+                "put it under `if __name__ == \"__main__\":`)")
+    if failure is not None and reply.signal:
+        return failure.message.replace("the process running your code", "crashed the process:")
+    return f"ended the process (exit status {reply.exit_code}, e.g. os._exit())"
+
+
+def _integrity_by_exercise(events: list[tuple[Check, dict]], where: dict[str, str], the_plan: Plan) -> dict[str, list[str]]:
+    """Which exercises lose their points, and why: the exercises of the file that did it."""
+    hooks_of_file: dict[str, list[str]] = {}
+    for hook, file in where.items():
+        hooks_of_file.setdefault(file, []).append(hook)
+    exercise_of = {h: ex.name for ex in the_plan.exercises for h in ex.hooks}
+    flagged: dict[str, list[str]] = {}
+    for check, event in events:
+        file = event.get("file")
+        hooks = hooks_of_file.get(file or "", [check.hook])
+        text = f"{file or 'your code'} {event.get('what')}"
+        for exercise in sorted({exercise_of.get(h, check.exercise) for h in hooks}):
+            found = flagged.setdefault(exercise, [])
+            if text not in found:
+                found.append(text)
+    return flagged
 
 
 def _load_outcome(reply: Reply) -> tuple[dict[str, str], list[FileProblem]]:

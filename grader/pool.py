@@ -9,6 +9,8 @@ and a fresh runner takes the rest.
 from __future__ import annotations
 
 import base64
+import collections
+import itertools
 import json
 import os
 import queue
@@ -151,6 +153,7 @@ class Runner:
         self.replies: "queue.Queue[Optional[bytes]]" = queue.Queue()
         self.starts = 0
         self._ready = False
+        self._ids = itertools.count()  # unique across calls, so a stale reply is never mistaken
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -172,7 +175,9 @@ class Runner:
         )
         self.starts += 1
         self._ready = False
+        self._outbox: "queue.Queue[Optional[bytes]]" = queue.Queue()
         threading.Thread(target=self._read, args=(self.proc, self.replies), daemon=True).start()
+        threading.Thread(target=self._writer, args=(self.proc, self._outbox), daemon=True).start()
 
     def wait_ready(self) -> None:
         if self._ready:
@@ -205,6 +210,7 @@ class Runner:
     def stop(self) -> None:
         if self.proc is None:
             return
+        self._outbox.put(None)
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -226,43 +232,62 @@ class Runner:
 
     # -- requests ----------------------------------------------------------
 
-    def _send(self, requests: list[dict]) -> None:
-        proc = self.proc
+    def _write(self, request: dict) -> None:
+        self._outbox.put(json.dumps(request).encode("utf-8") + b"\n")
 
-        def write() -> None:
+    @staticmethod
+    def _writer(proc: subprocess.Popen, outbox: "queue.Queue[Optional[bytes]]") -> None:
+        # A thread, so that a large request never blocks the judge while the runner is busy.
+        while (line := outbox.get()) is not None:
             try:
-                for request in requests:
-                    proc.stdin.write(json.dumps(request).encode("utf-8") + b"\n")
+                proc.stdin.write(line)
                 proc.stdin.flush()
             except (BrokenPipeError, OSError, ValueError):
-                pass  # the runner died; the reader notices
+                return  # the runner died; the reader notices
 
-        threading.Thread(target=write, daemon=True).start()
+    def run(self, requests: Iterable[dict], window: int = 3) -> Iterator[tuple[dict, Reply]]:
+        """Yield ``(request, reply)`` in order, keeping up to ``window`` requests queued at the runner.
 
-    def run(self, requests: Iterable[dict]) -> Iterator[tuple[dict, Reply]]:
-        """Yield ``(request, reply)`` in order; requests are pipelined to the runner."""
-        pending = list(requests)
-        for i, request in enumerate(pending):
-            request.setdefault("id", i)
-        while pending:
-            if self.proc is None or self.proc.poll() is not None:
+        ``requests`` is consumed lazily, after each reply, so a caller's generator can
+        decide what to send next from what came back.
+        """
+        source, ids = iter(requests), self._ids
+        in_flight: collections.deque = collections.deque()
+
+        def top_up() -> None:
+            while len(in_flight) < window:
+                request = next(source, None)
+                if request is None:
+                    return
+                request = dict(request, id=next(ids))
+                in_flight.append(request)
+                self._write(request)
+
+        self._ensure_running()
+        top_up()
+        while in_flight:
+            request = in_flight[0]
+            try:
+                line = self.replies.get(timeout=float(request.get("timeout", 60)) + WATCHDOG_GRACE)
+            except queue.Empty:
+                line = None
+            reply = _parse_reply(line) if line is not None else Reply("runner_died")
+            if reply.status != "runner_died" and reply.raw.get("id") != request["id"]:
+                reply = Reply("runner_died")
+            in_flight.popleft()
+            if reply.status == "runner_died":  # charge this request; a fresh runner takes the rest
                 self.stop()
-                self.start()
-            self.wait_ready()
-            self._send(list(pending))
-            while pending:
-                request = pending[0]
-                try:
-                    line = self.replies.get(timeout=float(request.get("timeout", 60)) + WATCHDOG_GRACE)
-                except queue.Empty:
-                    line = None
-                if line is None:  # runner gone or silent: charge this request, restart for the rest
-                    pending.pop(0)
-                    self.stop()
-                    yield request, Reply("runner_died")
-                    break
-                pending.pop(0)
-                yield request, _parse_reply(line)
+                self._ensure_running()
+                for queued in in_flight:
+                    self._write(queued)
+            yield request, reply
+            top_up()
+
+    def _ensure_running(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            self.stop()
+            self.start()
+        self.wait_ready()
 
     def run_one(self, request: dict) -> Reply:
         return next(iter(self.run([request])))[1]

@@ -126,7 +126,8 @@ def _run_probe(request: dict) -> bytes:
                 integrity.append({"what": f"replaced {name}", "file": where})
 
     try:
-        loaded = load_submission(folder, reference, after_import=note_changes)
+        loaded = load_submission(folder, reference, after_import=note_changes, only=request.get("only"),
+                                 stand_ins=tuple(request.get("stand_ins", ())))
         torch.set_default_dtype(torch.float32)  # a file may change it at import; checks start from the default
         module_name, _, func_name = request["probe"].partition(":")
         probe = getattr(importlib.import_module(module_name), func_name)

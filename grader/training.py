@@ -139,6 +139,8 @@ class RecordingLoss(nn.Module):
         self.net, self.batches, self.log = net, batches, log
         self.scale, self.fresh_grads = scale, fresh_grads
         self.fresh: Optional[list] = None
+        #: the gradient scale of the latest loss, which the updaters undo
+        self.current_scale = 1.0
 
     def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         value = F.cross_entropy(y_hat, y)
@@ -150,6 +152,7 @@ class RecordingLoss(nn.Module):
         # Same value, gradients multiplied by scale: what the student reports is unaffected.
         # Every other minibatch keeps its natural gradients so both sides of the threshold are seen.
         scale = self.scale if len(self.log.losses) % 2 == 1 else 1.0
+        self.current_scale = scale
         scaled = value + (scale - 1.0) * (value - value.detach()) if scale != 1.0 else value
         if self.fresh_grads and scaled.requires_grad:
             params = self.net.params
@@ -196,7 +199,9 @@ class RecordingUpdater:
     def __call__(self, batch_size: int = 1, *args: Any, **kwargs: Any) -> None:
         self.log.updater_args.append(batch_size)
         self.log.updates.append(_update_facts(self.net.params, self.loss.fresh))
-        sgd(self.net.params, self.lr, batch_size)
+        # Undo the loss's gradient scale, so that a missing clip cannot blow the model up
+        # (and the student's code with it) before the behaviour is observed.
+        sgd(self.net.params, self.lr / self.loss.current_scale, batch_size)
 
 
 class RecordingSGD(torch.optim.SGD):
@@ -204,14 +209,21 @@ class RecordingSGD(torch.optim.SGD):
 
     def __init__(self, net: RecordingNet, loss: RecordingLoss, lr: float, log: Log):
         super().__init__(net.params, lr=lr)
-        self._net, self._loss, self._log = net, loss, log
+        self._net, self._loss, self._log, self._lr = net, loss, log, lr
+        self._zeroed = False
 
     def step(self, closure: Any = None):  # noqa: D102
-        self._log.updates.append(_update_facts(self._net.params, self._loss.fresh))
+        facts = _update_facts(self._net.params, self._loss.fresh)
+        facts["zeroed"] = self._zeroed or not self._log.updates
+        self._log.updates.append(facts)
+        self._zeroed = False
+        for group in self.param_groups:  # undo the loss's gradient scale, as RecordingUpdater does
+            group["lr"] = self._lr / self._loss.current_scale
         return super().step(closure)
 
     def zero_grad(self, set_to_none: bool = True) -> None:  # noqa: D102
         self._log.zero_grads += 1
+        self._zeroed = True
         super().zero_grad(set_to_none)
 
 

@@ -33,7 +33,7 @@ def grading(runner):
     from grader.plugins import get_plugin_manager
 
     pm = get_plugin_manager()
-    default = RunConfig(check_timeout=30.0)
+    default = RunConfig()
     plans = {}
 
     def grade(folder: Path, config: Optional[RunConfig] = None):

@@ -35,7 +35,8 @@ class Check:
     judge: Callable[..., Verdict]
     params: dict[str, Any] = field(default_factory=dict)
     hidden: bool = False
-    timeout: float = 30.0
+    #: seconds the check may run; correct code needs well under a tenth of it
+    timeout: float = 10.0
     #: why it matters, for the report (one sentence)
     explains: str = ""
 

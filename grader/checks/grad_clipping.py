@@ -42,6 +42,8 @@ def probe_clip(ctx, case: str) -> Any:
     import torch
     from torch import nn
 
+    from grader.fixtures import student_hook
+
     grads, theta = make_grads(case)
     g = torch.Generator().manual_seed(99)
     values = [torch.randn(*shape, generator=g) for shape in SHAPES]
@@ -61,7 +63,7 @@ def probe_clip(ctx, case: str) -> Any:
         net = type("ScratchModel", (), {})()
         net.params = params
     before = [p.detach().clone() for p in params]
-    ctx.student("grad_clipping")(net, theta)
+    student_hook(ctx, "grad_clipping")(net, theta)
     if kind == "module":
         params = [net[0].weight, net[0].bias, net[2].weight, net[2].bias]
         grads_after = [params[0].grad.T, params[1].grad, params[2].grad.T, params[3].grad]

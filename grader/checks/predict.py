@@ -53,20 +53,21 @@ def _build(model: dict, hooks: dict):
 
 
 class _TracingNet:
-    """Records every call's inputs and whether it continued from the previous state."""
+    """Records every call's inputs and which state it started from."""
 
     def __init__(self, net):
         self.net, self.params = net, net.params
         self.calls: list[dict] = []
         self.begin_states = 0
-        self._last = None
+        self._begun = None  # the latest state from begin_state
+        self._last = None  # the state the previous call returned
 
     def begin_state(self, batch_size=1, device=None, **kwargs):
         import torch
 
         self.begin_states += 1
         state = self.net.begin_state(batch_size=batch_size, device=device)
-        self._last = state[0].detach().clone() if isinstance(state[0], torch.Tensor) else None
+        self._begun = state[0].detach().clone() if isinstance(state[0], torch.Tensor) else None
         return state
 
     def __call__(self, X, state):
@@ -74,12 +75,14 @@ class _TracingNet:
 
         from grader.fixtures import first_of
 
+        def same(h, t):
+            return isinstance(h, torch.Tensor) and t is not None and h.shape == t.shape and bool(torch.equal(h.detach(), t))
+
         h = first_of(state)
         tokens = X.detach().reshape(-1).tolist() if isinstance(X, torch.Tensor) else None
-        continued = isinstance(h, torch.Tensor) and self._last is not None and h.shape == self._last.shape \
-            and bool(torch.equal(h.detach(), self._last))
+        expected = self._begun if not self.calls else self._last
         self.calls.append({"tokens": tokens, "shape": list(X.shape) if hasattr(X, "shape") else None,
-                           "continued": continued})
+                           "continued": same(h, expected), "fresh": same(h, self._begun)})
         outputs, new_state = self.net(X, state)
         final = first_of(new_state)
         self._last = final.detach().clone() if isinstance(final, torch.Tensor) else None
@@ -89,11 +92,13 @@ class _TracingNet:
 def probe_predict(ctx, model: dict, cases: list) -> Any:
     import torch
 
+    from grader.fixtures import student_hook
+
     results = []
     for prefix, num_preds in cases:
         net, vocab = _build(model, ctx.reference)
         traced = _TracingNet(net)
-        text = ctx.student("predict")(prefix, num_preds, traced, vocab, torch.device("cpu"))
+        text = student_hook(ctx, "predict")(prefix, num_preds, traced, vocab, torch.device("cpu"))
         results.append({
             "text": text if isinstance(text, str) else None,
             "kind": type(text).__name__,
@@ -160,28 +165,37 @@ def judge_length(observed: Any, model: dict, cases: list) -> Verdict:
 
 
 def judge_state(observed: Any, model: dict, cases: list) -> Verdict:
-    texts = reference_texts(model, cases)
     tokens = model["tokens"]
     index = {t: i for i, t in enumerate(tokens)}
-    for (prefix, num_preds), want, got in zip(cases, texts, observed):
+    for (prefix, num_preds), got in zip(cases, observed):
         calls = got["calls"]
         if got["begin_states"] < 1:
             return Verdict.failed("predict never called net.begin_state(batch_size=1, device=device) to get a fresh state")
         for k, call in enumerate(calls):
-            if not call["continued"]:
-                which = "the state from net.begin_state" if k == 0 else "the state returned by the previous call"
+            if call["continued"]:
+                continue
+            if k == 0:
+                return Verdict.failed(f"for prefix {prefix!r}, the first call to the model did not start from the state "
+                                      "net.begin_state returned")
+            if call["fresh"]:
                 return Verdict.failed(
-                    f"for prefix {prefix!r}, call {k + 1} to the model did not start from {which}; "
-                    "pass the state each call returns into the next call")
+                    f"for prefix {prefix!r}, call {k + 1} to the model started again from the state net.begin_state "
+                    "gives, not from the state the previous call returned; get a fresh state once, then pass each "
+                    "returned state into the next call")
+            return Verdict.failed(
+                f"for prefix {prefix!r}, call {k + 1} to the model did not start from the state returned by the previous "
+                "call; pass the state each call returns into the next call")
         fed = [t for call in calls for t in (call["tokens"] or [])]
+        # what the student generated, read from the returned text where it shows it
         text = got["text"] or ""
-        expected_fed = [index.get(ch, 0) for ch in (text[:-1] if num_preds else prefix)]
-        if num_preds == 0 and fed and fed != expected_fed[:len(fed)]:
-            return Verdict.failed(f"for prefix {prefix!r} the model was fed {_decode(fed, tokens)!r}, not the prefix")
-        if num_preds and fed != expected_fed:
+        generated = text[len(prefix):] if text.startswith(prefix) else text if len(text) == num_preds else None
+        fed_back = generated[:-1] if generated else ""
+        wanted = [index.get(ch, 0) for ch in prefix + fed_back]
+        seen = fed if generated is not None else fed[:len(prefix)]
+        if seen != wanted[:len(seen)] or (num_preds and len(fed) < len(prefix) - 1):
             return Verdict.failed(
                 f"for prefix {prefix!r} the model was fed {_decode(fed, tokens)!r}; it should see every prefix "
-                f"character in turn and then each generated character ({_decode(expected_fed, tokens)!r})")
+                f"character in turn, then each character it generated ({_decode(wanted, tokens)!r})")
     return Verdict.passed("warms up on the whole prefix and carries the state through every call")
 
 

@@ -29,8 +29,10 @@ def _devices(ctx_devices: list[str]) -> list[str]:
 def probe_params(ctx, vocab_size: int, num_hiddens: int, device: str) -> Any:
     import torch
 
+    from grader.fixtures import student_hook
+
     torch.manual_seed(0)
-    params = ctx.student("get_params")(vocab_size, num_hiddens, torch.device(device))
+    params = student_hook(ctx, "get_params")(vocab_size, num_hiddens, torch.device(device))
     if not isinstance(params, (list, tuple)):
         return {"kind": type(params).__name__}
     return {
@@ -96,7 +98,9 @@ def judge_params_init(observed: Any, vocab_size: int, num_hiddens: int, device: 
 def probe_state(ctx, batch_size: int, num_hiddens: int, device: str) -> Any:
     import torch
 
-    state = ctx.student("init_rnn_state")(batch_size, num_hiddens, torch.device(device))
+    from grader.fixtures import student_hook
+
+    state = student_hook(ctx, "init_rnn_state")(batch_size, num_hiddens, torch.device(device))
     if isinstance(state, torch.Tensor):
         return {"kind": "tensor", "items": [state]}
     if isinstance(state, (tuple, list)):
@@ -127,7 +131,7 @@ def probe_rnn(ctx, seed: int, vocab_size: int, num_hiddens: int, num_steps: int,
               nonzero_state: bool, device: str = "cpu", gradients: bool = False) -> Any:
     import torch
 
-    from grader.fixtures import first_of, rnn_case
+    from grader.fixtures import first_of, rnn_case, student_hook
 
     case = rnn_case(seed, vocab_size, num_hiddens, num_steps, batch_size, nonzero_state)
     dev = torch.device(device)
@@ -136,7 +140,7 @@ def probe_rnn(ctx, seed: int, vocab_size: int, num_hiddens: int, num_steps: int,
     inputs = case["inputs"].to(dev)
     state_before = state.detach().clone()
     params_before = [p.detach().clone() for p in params]
-    outputs, new_state = ctx.student("rnn")(inputs, (state,), params)
+    outputs, new_state = student_hook(ctx, "rnn")(inputs, (state,), params)
     result: dict[str, Any] = {
         "outputs": outputs,
         "state_kind": type(new_state).__name__,

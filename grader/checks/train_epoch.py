@@ -52,9 +52,10 @@ def corpus_facts(spec: dict) -> dict:
 
 
 def probe_train(ctx, setup: dict, epochs: int, **options: Any) -> Any:
+    from grader.fixtures import student_hook
     from grader.training import run_training
 
-    return run_training(ctx.student("train_epoch"), ctx.reference, Setup(**setup), epochs, **options)
+    return run_training(student_hook(ctx, "train_epoch"), ctx.reference, Setup(**setup), epochs, **options)
 
 
 # ---------------------------------------------------------------- judges
@@ -188,6 +189,10 @@ def _judge_updates(observed: Any, what: str) -> Verdict:
         if update["match"]:
             continue
         fresh, norm = update["fresh_norm"], update["norm"]
+        if what == "optimizer" and k > 1 and update.get("zeroed") is False:
+            return Verdict.failed(f"at update {k} the gradients were not this minibatch's alone: updater.zero_grad() was "
+                                  "not called since the previous step, so backward() added to the old gradients; "
+                                  "call updater.zero_grad() before backward()")
         if what == "optimizer" and k > 1 and norm > 1.0 + 1e-3:
             return Verdict.failed(f"at update {k} the gradients were not this minibatch's (norm {norm:.3g}); gradients "
                                   "from earlier minibatches were still there: call updater.zero_grad() before backward()")
@@ -226,12 +231,12 @@ def grader_checks(config):
     setup = default_setup(corpus_spec(config)).to_params()
     short = dict(setup=setup, epochs=1, max_batches=BEHAVIOUR_BATCHES)
 
-    def check(name, title, points, judge, params, timeout=60.0):
+    def check(name, title, points, judge, params, timeout=20.0):
         return Check(EXERCISE, name, title, "train_epoch", points, probe_train, judge, params, timeout=timeout)
 
     full = dict(setup=setup, epochs=EPOCHS)
     return [
-        check("perplexity", f"perplexity after {EPOCHS} seeded epochs matches the reference's", 6, judge_perplexity, full, 120.0),
+        check("perplexity", f"perplexity after {EPOCHS} seeded epochs matches the reference's", 6, judge_perplexity, full, 40.0),
         check("reported", "returns (exp(mean loss), tokens per second)", 4, judge_reported, dict(short, epochs=2)),
         check("state.sequential", "sequential sampling: fresh state once, then carried and detached", 5,
               judge_sequential_state, short),
