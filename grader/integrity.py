@@ -18,6 +18,8 @@ from typing import Any, Iterable
 WATCHED_MODULES = ("builtins", "math", "os", "json", "base64", "struct", "numpy", "torch", "torch.nn.functional",
                    "torch.nn.modules.module", "torch.optim.optimizer", "torch.optim.sgd", "torch.autograd")
 WATCHED_PREFIXES = ("grader",)
+#: names torch rebinds itself (torch.set_default_dtype swaps the legacy Storage alias)
+REBOUND_BY_TORCH = {("torch", "Storage")}
 
 
 def _watched() -> Iterable[tuple[str, Any]]:
@@ -49,8 +51,8 @@ class Snapshot:
         for owner, namespace in _watched():
             items = vars(namespace).items() if not isinstance(namespace, dict) else namespace.items()
             for key, value in list(items):
-                if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, type, types.MethodDescriptorType,
-                                      types.WrapperDescriptorType, classmethod, staticmethod, property)):
+                if (callable(value) or isinstance(value, (classmethod, staticmethod, property))) \
+                        and not isinstance(value, types.ModuleType):
                     self.entries[(owner, key)] = _fingerprint(value)
 
     def changes(self) -> list[str]:
@@ -58,6 +60,8 @@ class Snapshot:
         changed = []
         owners: dict[str, Any] = dict(_watched())
         for (owner, key), print_ in self.entries.items():
+            if (owner, key) in REBOUND_BY_TORCH:
+                continue
             if owner == "reference":
                 current = self.functions[key]
             else:

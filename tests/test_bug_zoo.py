@@ -168,7 +168,7 @@ def grad_clipping(net, theta):
     params = [p for p in net.parameters()] if isinstance(net, nn.Module) else net.params
     for p in params:
         p.grad.clamp_(-theta, theta)
-"""), ("grad_clipping.above", "grad_clipping.scratch"), ("direction",), ("grad_clipping.below",)),
+"""), ("grad_clipping.above", "grad_clipping.scratch"), ("clamped",), ("grad_clipping.below",)),
     "clip-scales-by-norm-over-theta": Bug("grad_clipping", mutate("grad_clipping.py", "theta / norm", "norm / theta"),
                                           CLIP_ALL, ("θ / norm",), ("grad_clipping.below",)),
     "clip-always-rescales": Bug("grad_clipping", mutate("grad_clipping.py",
@@ -177,10 +177,10 @@ def grad_clipping(net, theta):
                                 ("grad_clipping.below",), ("only rescale",), CLIP_ALL),
     "clip-forgets-sqrt": Bug("grad_clipping", mutate("grad_clipping.py", "torch.sqrt(sum(torch.sum(p.grad ** 2) for p in params))",
                                                      "sum(torch.sum(p.grad ** 2) for p in params)"),
-                             ("grad_clipping.above", "grad_clipping.scratch"), ("square root",)),
+                             CLIP_ALL, ("square root",)),
     "clip-norm-of-first-parameter": Bug("grad_clipping", mutate("grad_clipping.py", "torch.sqrt(sum(torch.sum(p.grad ** 2) for p in params))",
                                                                 "torch.sqrt(torch.sum(params[0].grad ** 2))"),
-                                        ("grad_clipping.above",), ("joint norm",)),
+                                        ("grad_clipping.above", "grad_clipping.scratch"), ("only",)),
     "clip-return-inside-loop": Bug("grad_clipping", rewrite("grad_clipping", """
 def grad_clipping(net, theta):
     params = [p for p in net.parameters()] if isinstance(net, nn.Module) else net.params
@@ -190,7 +190,7 @@ def grad_clipping(net, theta):
             param.grad[:] *= theta / norm
             return norm
     return norm
-"""), CLIP_ALL, ("same factor",), ("grad_clipping.below",)),
+"""), CLIP_ALL, ("only some",), ("grad_clipping.below",)),
     "clip-modules-only": Bug("grad_clipping", rewrite("grad_clipping", """
 def grad_clipping(net, theta):
     params = [p for p in net.parameters() if p.requires_grad]
@@ -252,9 +252,9 @@ TRAIN_BUGS = {
     "train-clips-after-update": Bug("train_epoch", edits("train_epoch.py",
                                                          (SCRATCH_UPDATE, "            l.backward()\n            updater(batch_size=1)\n            grad_clipping(net, 1)\n"),
                                                          (OPTIM_UPDATE, "            l.backward()\n            updater.step()\n            grad_clipping(net, 1)\n")),
-                                    ("train_epoch.clipping", "train_epoch.optimizer"), ("clip",), ("train_epoch.labels",)),
+                                    ("train_epoch.clipping",), ("before the update",), ("train_epoch.labels",)),
     "train-no-clipping": Bug("train_epoch", mutate("train_epoch.py", "            grad_clipping(net, 1)\n", "", count=2),
-                             ("train_epoch.clipping", "train_epoch.optimizer"), ("clip",), ("train_epoch.labels",)),
+                             ("train_epoch.clipping",), ("clipped",), ("train_epoch.labels",)),
     "train-no-zero-grad": Bug("train_epoch", mutate("train_epoch.py", "            updater.zero_grad()\n", ""),
                               ("train_epoch.optimizer",), ("zero_grad",), ("train_epoch.clipping", "train_epoch.perplexity")),
     "train-updater-batch-size": Bug("train_epoch", mutate("train_epoch.py", "updater(batch_size=1)", "updater(batch_size=X.shape[0])"),

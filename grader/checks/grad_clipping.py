@@ -38,6 +38,17 @@ def make_grads(case: str) -> tuple[list, float]:
     return grads, theta
 
 
+class ScratchModel:
+    """A scratch model as the book builds it: no ``nn.Module``, its parameters are the list ``params``."""
+
+    def __init__(self, params: list):
+        self.params = params
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"a scratch model has no attribute '{name}'; it is not an nn.Module, "
+                             "its parameters are the list net.params")
+
+
 def probe_clip(ctx, case: str) -> Any:
     import torch
     from torch import nn
@@ -60,8 +71,7 @@ def probe_clip(ctx, case: str) -> Any:
         params = [v.clone().requires_grad_(True) for v in values]
         for p, gr in zip(params, grads):
             p.grad = gr.clone()
-        net = type("ScratchModel", (), {})()
-        net.params = params
+        net = ScratchModel(params)
     before = [p.detach().clone() for p in params]
     student_hook(ctx, "grad_clipping")(net, theta)
     if kind == "module":
@@ -113,17 +123,36 @@ def _diagnose(given: list, got: list, norm: float, new_norm: float, theta: float
         if max(per_param) <= theta:
             return (f"no gradient was changed: each parameter's own gradient norm is below θ = {theta}, but their JOINT "
                     f"norm is {norm:.3g}; clip the norm of all gradients together")
-        return f"the joint gradient norm is {norm:.3g} > θ = {theta}, but the gradients were left unchanged"
+        sqrt = " (is the norm square-rooted? the sum of squares is below θ)" if norm ** 2 <= theta else ""
+        return f"the joint gradient norm is {norm:.3g} > θ = {theta}, but the gradients were left unchanged{sqrt}"
+    own = [float(np.linalg.norm(g)) for g in given]
+    clipped_alone = [g * min(1.0, theta / n) for g, n in zip(given, own)]
+    if all(np.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(got, clipped_alone)):
+        return (f"the gradients were clipped one parameter at a time (joint norm now {new_norm:.4g} > θ = {theta}); "
+                "compute one norm over all parameters and scale them all by θ / norm")
+    if all(np.allclose(a, np.clip(b, -theta, theta), rtol=1e-5, atol=1e-7) for a, b in zip(got, given)):
+        return (f"the gradient values were clamped to [-θ, θ] one by one (joint norm now {new_norm:.4g}); that changes the "
+                "gradients' direction: multiply every gradient by the same factor θ / norm instead")
+    factor = theta / norm
+    left = [k + 1 for k, (a, b) in enumerate(zip(got, given)) if np.allclose(a, b, rtol=1e-6, atol=0)]
+    if left and all(np.allclose(a, b * factor, rtol=1e-4, atol=1e-7) or k + 1 in left
+                    for k, (a, b) in enumerate(zip(got, given))):
+        return (f"only some gradients were rescaled by θ / norm; those of parameters {', '.join(map(str, left))} "
+                f"(of {len(got)}) were left unchanged: scale every parameter's gradient (is there a return or break "
+                "inside the loop?)")
     if cosine < 1 - 1e-4:
         return (f"the gradients' direction changed (cosine {cosine:.4f} with the original); clipping must multiply every "
                 "gradient by the same factor θ / norm (clamping values elementwise changes the direction)")
-    per_param_ok = all(np.linalg.norm(g) <= theta * (1 + 1e-4) for g in got)
-    if per_param_ok and new_norm > theta * (1 + 1e-4):
-        return (f"the gradients were clipped one parameter at a time (joint norm now {new_norm:.4g} > θ = {theta}); "
-                "compute one norm over all parameters and scale them all by θ / norm")
+    # every gradient scaled by one factor, the wrong one
+    if abs(new_norm - theta / norm) <= 1e-3 * theta / norm:
+        return (f"after clipping the joint norm should be θ = {theta}, but it is {new_norm:.4g} = θ / norm: the gradients "
+                "were scaled by θ / norm², so the square root is missing: norm = sqrt(sum of p.grad ** 2)")
+    for k, n in enumerate(own):
+        if len(own) > 1 and abs(new_norm - theta * norm / n) <= 1e-3 * new_norm:
+            return (f"after clipping the joint norm should be θ = {theta}, but it is {new_norm:.4g}: the norm was taken "
+                    f"over parameter {k + 1}'s gradient only; take it over all parameters' gradients jointly")
     return (f"after clipping the joint norm should be θ = {theta}, but it is {new_norm:.4g} "
             f"(it was {norm:.4g}); scale every gradient by θ / norm")
-
 
 @hookimpl
 def grader_exercises():
