@@ -188,6 +188,49 @@ def _sweep() -> None:
             break
 
 
+def _become_subreaper() -> None:
+    # Orphans of a check (double forks, setsid daemons) are re-parented to the zygote, not
+    # to init, so _kill_descendants finds them even where there is no PID namespace.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER = 36
+    except (OSError, AttributeError):
+        pass
+
+
+def _children_of(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+def _kill_descendants() -> None:
+    if not os.path.isdir("/proc"):
+        return
+    me = os.getpid()
+    for _ in range(100):  # each round kills what the previous round's kills re-parented to us
+        kids = _children_of(me)
+        if not kids:
+            return
+        for kid in kids:
+            try:
+                os.kill(kid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for kid in kids:
+            try:
+                os.waitpid(kid, 0)
+            except ChildProcessError:
+                pass
+
+
 def _serve_one(request: dict, sweep: bool) -> dict:
     folder = _stage(request.get("files", {}))
     request = dict(request, submission=str(folder))
@@ -251,6 +294,7 @@ def _supervise(request: dict, sweep: bool) -> dict:
     _, wait_status, child_usage = os.wait4(pid, 0)
     if sweep:
         _sweep()
+    _kill_descendants()
     for fd in (result_r, output_r):
         os.close(fd)
     reply: dict[str, Any] = {
@@ -313,6 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     reference_hooks()
     _warm_up()
     _no_dumping()
+    _become_subreaper()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     out = sys.stdout.buffer
     out.write(b'{"ready": true}\n')

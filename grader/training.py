@@ -9,9 +9,11 @@ because a short training budget's perplexity alone hides most bugs.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -285,6 +287,9 @@ def _plain_pair(returned: Any) -> Any:
         for item in returned:
             if isinstance(item, torch.Tensor) and item.numel() == 1:
                 item = item.item()
-            out.append(float(item) if isinstance(item, (int, float)) else type(item).__name__)
+            elif isinstance(item, np.ndarray) and item.size == 1:
+                item = item.item()
+            # numpy scalars (np.float32 from np.exp of float32 losses) are numbers too
+            out.append(float(item) if isinstance(item, numbers.Real) else type(item).__name__)
         return out
     return type(returned).__name__

@@ -211,13 +211,12 @@ def test_shadowing_torch_is_refused(grading, submission):
 def test_orphan_background_processes_do_not_survive(grading, submission):
     marker = f"orphan{uuid.uuid4().hex[:10]}"
     body = (f"import os, subprocess\n"
-            f"subprocess.Popen(['sleep', '1000 {marker}'.split()[0], '1000'], start_new_session=True, "
-            f"env={{'M': '{marker}'}})\n"
-            f"if os.fork() == 0:\n    os.setsid()\n    os.execvp('sh', ['sh', '-c', 'sleep 999; echo {marker}'])\n")
+            f"subprocess.Popen(['sh', '-c', 'sleep 1000; echo {marker}-popen'], start_new_session=True)\n"
+            f"if os.fork() == 0:\n    os.setsid()\n    os.execvp('sh', ['sh', '-c', 'sleep 999; echo {marker}-setsid'])\n")
     report = grade_hostile(grading, submission, with_hook_body("grad_clipping.py", "grad_clipping", body))
     time.sleep(0.5)
     assert no_processes_with(marker)
-    assert_honest(report, ["grad_clipping.py"], may_lose=("train_epoch",)) if report.points < 100 else None
+    assert report.points == 100  # starting processes is not an error; they just do not outlive the check
 
 
 def test_writing_outside_its_folder_leaves_nothing(grading, submission, sandboxed, tmp_path):

@@ -189,13 +189,14 @@ def judge_state(observed: Any, model: dict, cases: list) -> Verdict:
         # what the student generated, read from the returned text where it shows it
         text = got["text"] or ""
         generated = text[len(prefix):] if text.startswith(prefix) else text if len(text) == num_preds else None
-        fed_back = generated[:-1] if generated else ""
-        wanted = [index.get(ch, 0) for ch in prefix + fed_back]
+        # feeding the last generated character too is harmless, so it may or may not be fed
+        wanted = [index.get(ch, 0) for ch in prefix + (generated or "")]
         seen = fed if generated is not None else fed[:len(prefix)]
         if seen != wanted[:len(seen)] or (num_preds and len(fed) < len(prefix) - 1):
             return Verdict.failed(
                 f"for prefix {prefix!r} the model was fed {_decode(fed, tokens)!r}; it should see every prefix "
-                f"character in turn, then each character it generated ({_decode(wanted, tokens)!r})")
+                f"character in turn, then each character it generated "
+                f"({_decode(wanted[:max(len(prefix), len(wanted) - 1)], tokens)!r})")
     return Verdict.passed("warms up on the whole prefix and carries the state through every call")
 
 
