@@ -8,6 +8,7 @@ timeout, a crash) costs exactly the check that was running.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass, replace
@@ -110,24 +111,34 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
     submission = _load(files, runner, config)
     problems += submission.problems
     where = submission.where
-    by_id = {c.id: c for c in the_plan.checks}
+    # Checks that would send the same request share one run: same function, same inputs.
+    groups: dict[str, list[Check]] = {}
+    for check in the_plan.checks:
+        if check.hook in where:
+            groups.setdefault(_request_key(check), []).append(check)
     out_of_time: dict[str, str] = {}  # hook -> title of the check where it ran out of time
 
     def requests() -> Iterator[dict]:
-        for check in the_plan.checks:
-            if check.hook in where and check.hook not in out_of_time:
-                timeout = _timeout(check.timeout, config)
-                request = check.request(submission.files, _limits(timeout))
-                yield dict(request, timeout=timeout, check=check.id, stand_ins=submission.stand_ins)
+        # Longest first: the runner finishes warming up while a long check runs.
+        for key, checks in sorted(groups.items(), key=lambda kv: -max(c.timeout for c in kv[1])):
+            first = checks[0]
+            if first.hook not in out_of_time:
+                timeout = _timeout(max(c.timeout for c in checks), config)
+                request = first.request(submission.files, _limits(timeout))
+                yield dict(request, timeout=timeout, group=key, stand_ins=submission.stand_ins)
 
     results: dict[str, CheckResult] = {}
     events: list[tuple[Check, dict]] = []
     for request, reply in runner.run(requests(), window=2):
-        check = by_id[request["check"]]
-        results[check.id] = _result(check, reply)
-        events += [(check, e) for e in _integrity_events(reply)]
+        checks = groups[request["group"]]
+        for check in checks:
+            results[check.id] = _result(check, reply)
+        for event in _integrity_events(reply):
+            if not event.get("file"):  # changed at import: the load request knows which file did it
+                event = dict(event, file=submission.changed_by.get(str(event.get("what"))))
+            events.append((checks[0], event))
         if reply.status in ("timeout", "runner_died"):
-            out_of_time.setdefault(check.hook, check.title)
+            out_of_time.setdefault(checks[0].hook, checks[0].title)
     flagged = _integrity_by_exercise(events, where, the_plan)
     for check in the_plan.checks:
         result = results.get(check.id)
@@ -160,6 +171,10 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
     )
 
 
+def _request_key(check: Check) -> str:
+    return json.dumps([check.probe_path, check.hook, check.params], sort_keys=True, default=str)
+
+
 def _timeout(own: float, config: RunConfig) -> float:
     return float(config.check_timeout) if config.check_timeout is not None else own
 
@@ -175,11 +190,13 @@ class LoadedFiles:
     problems: list[FileProblem]
     #: module names the reference serves in place of files that hang or end the process at import
     stand_ins: list[str]
+    #: what a file replaced while being imported -> that file
+    changed_by: dict[str, str]
 
 
 def _load_request(files: dict, timeout: float, only: Optional[list[str]] = None, stand_ins: Iterable[str] = ()) -> dict:
     return {"files": files, "probe": "grader.engine:probe_load", "hook": None, "params": {}, "timeout": timeout,
-            "limits": _limits(timeout), "only": only, "stand_ins": sorted(stand_ins)}
+            "limits": _limits(timeout), "only": only, "stand_ins": sorted(stand_ins), "track_files": True}
 
 
 def _load(files: dict[str, str], runner: Runner, config: RunConfig) -> LoadedFiles:
@@ -205,7 +222,8 @@ def _load(files: dict[str, str], runner: Runner, config: RunConfig) -> LoadedFil
         files = kept
     where, problems = _load_outcome(reply)
     problems = [FileProblem(n, why) for n, why in broken.items()] + problems
-    return LoadedFiles(files, where, problems, [Path(n).stem for n in broken])
+    changed_by = {str(e.get("what")): str(e["file"]) for e in _integrity_events(reply) if e.get("file")}
+    return LoadedFiles(files, where, problems, [Path(n).stem for n in broken], changed_by)
 
 
 def _import_failure(reply: Reply, failure: Optional[Verdict]) -> str:
