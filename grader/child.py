@@ -1,0 +1,136 @@
+"""What runs in a forked runner child: limits, the submission, one probe, the result.
+
+The child is the only process where student code executes. It sets its limits,
+loads the staged submission, runs the probe and writes the probe's plain-data
+result, framed by its length, to the pipe the zygote gave it; then it exits.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import resource
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+#: the result frame: an 8-byte little-endian length, then that many bytes of JSON
+HEADER = struct.Struct("<Q")
+
+
+class NotImplementedHook(Exception):
+    """The submission has no implementation of a hook a probe needs."""
+
+
+class ProbeContext:
+    """What a probe sees: the student's functions, the reference's, and helpers."""
+
+    def __init__(self, loaded: Any, reference: dict, hook: str | None):
+        self.loaded = loaded
+        self.reference = reference
+        self.hook = hook
+
+    def student(self, name: str):
+        func = self.loaded.hooks.get(name)
+        if func is None:
+            raise NotImplementedHook(name)
+        return func
+
+
+def set_limits(limits: dict) -> None:
+    pairs = {
+        "address_space": resource.RLIMIT_AS,
+        "cpu_seconds": resource.RLIMIT_CPU,
+        "file_size": resource.RLIMIT_FSIZE,
+        "processes": resource.RLIMIT_NPROC,
+    }
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    for key, which in pairs.items():
+        value = limits.get(key)
+        if value is not None:
+            # CPU: SIGXCPU at the soft limit, SIGKILL a second later even if that is ignored
+            hard = int(value) + 1 if which == resource.RLIMIT_CPU else int(value)
+            try:
+                resource.setrlimit(which, (int(value), hard))
+            except (ValueError, OSError):
+                pass
+
+
+def run_child(request: dict, result_fd: int, output_fd: int) -> None:
+    """Runs in the forked child; never returns."""
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(output_fd, 1)
+    os.dup2(output_fd, 2)
+    for fd in (devnull, output_fd):
+        os.close(fd)
+    sys.stdin = open(os.devnull)
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    set_limits(request.get("limits", {}))
+    payload = run_probe(request)
+    out = os.fdopen(result_fd, "wb", closefd=False)
+    out.write(HEADER.pack(len(payload)) + payload)
+    out.flush()
+    os._exit(0)
+
+
+#: identities of the functions the runner relies on, taken once in the zygote before any student code
+SNAPSHOT: Any = None
+
+
+def run_probe(request: dict) -> bytes:
+    import torch
+
+    from grader import wire
+    from grader.integrity import ReferenceGuard
+    from grader.loader import describe_exception, isolate, load_submission
+    from grader.plugins import reference_hooks
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    folder = Path(request["submission"])
+    reference = reference_hooks()
+    snapshot = SNAPSHOT
+    guard = ReferenceGuard(Path(reference["rnn"].__code__.co_filename).parent, folder)
+    guard.install()
+    integrity: list[dict] = []
+    seen: set[str] = set()
+
+    def note_changes(where: str | None) -> None:
+        for name in snapshot.changes():
+            if name not in seen:
+                seen.add(name)
+                integrity.append({"what": f"replaced {name}", "file": where})
+
+    try:
+        # Attributing changes to files costs a comparison per file; the load request does it once.
+        per_file = note_changes if request.get("track_files") else None
+        loaded = load_submission(folder, reference, after_import=per_file, only=request.get("only"),
+                                 stand_ins=tuple(request.get("stand_ins", ())))
+        torch.set_default_dtype(torch.float32)  # a file may change it at import; checks start from the default
+        module_name, _, func_name = request["probe"].partition(":")
+        probe = getattr(importlib.import_module(module_name), func_name)
+        hook = request.get("hook")
+        isolate(loaded, {hook} if hook else set(), reference)
+        ctx = ProbeContext(loaded, reference, hook)
+        result: Any = {"value": probe(ctx, **request.get("params", {}))}
+    except NotImplementedHook as exc:
+        result = {"not_implemented": str(exc)}
+    except NotImplementedError as exc:
+        result = {"not_implemented": str(exc)[:500] or request.get("hook") or "hook"}
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - whatever student code raised is reported
+        result = {"error": describe_exception(exc, folder)}
+        if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc)[:2000]:
+            result["limit"] = "memory"
+    note_changes(None)
+    events = integrity + guard.events
+    try:
+        with torch._C.DisableTorchFunction():
+            return wire.dumps(dict(result, integrity=events))
+    except Exception as exc:  # noqa: BLE001 - e.g. a returned object that is not plain data
+        return wire.dumps({"error": f"the result could not be sent back: {exc}"[:2000], "integrity": events})
