@@ -120,7 +120,12 @@ def run_probe(request: dict) -> bytes:
     except NotImplementedHook as exc:
         result = {"not_implemented": str(exc)}
     except NotImplementedError as exc:
-        result = {"not_implemented": str(exc)[:500] or request.get("hook") or "hook"}
+        from grader.fixtures import _raised_by_student
+
+        if _raised_by_student(exc, str(folder)):  # the skeleton's own `raise NotImplementedError`
+            result = {"not_implemented": str(exc)[:500] or request.get("hook") or "hook"}
+        else:  # torch raised it inside student code, e.g. an operation the meta device lacks
+            result = {"error": describe_exception(exc, folder)}
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - whatever student code raised is reported

@@ -42,6 +42,8 @@ FILE_LIMIT, SUBMISSION_LIMIT = 1 << 20, 4 << 20
 #: well-known error messages and what they usually mean
 HINTS = (
     (r"backward through the graph a second time", "detach the state between minibatches (s.detach_())"),
+    (r"modified by an inplace operation", "a tensor needed for backward was changed in place: build new tensors, "
+                                           "and detach the carried state instead of keeping its graph"),
     (r"mat1 and mat2 shapes cannot be multiplied", "check the matrix orientation: X (B, V) @ W_xh (V, H), H (B, H) @ W_hh (H, H)"),
     (r"Expected all tensors to be on the same device", "create every tensor on the device you were given"),
     (r"Torch not compiled with CUDA|no NVIDIA driver|CUDA", "do not hard-code 'cuda'; use the device argument"),
