@@ -126,6 +126,57 @@ def train_epoch(
     """
 
 
+# --------------------------------------------------------------------------
+# Exercise hooks: rnn_concise, sine_wave, gradient_flow
+# --------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def rnn_model(rnn_layer: "nn.Module", vocab_size: int) -> "nn.Module":
+    """Build the concise language model around a recurrent layer: one-hot inputs, the layer, a linear output.
+
+    The returned model must use ``rnn_layer`` itself (not a copy) and hold exactly one
+    ``nn.Linear(num_directions * num_hiddens, vocab_size)`` as a registered submodule: the grader
+    finds the two and sets their weights to compare outputs with the scratch model.
+
+    :param rnn_layer: an ``nn.RNN``, ``nn.GRU`` or ``nn.LSTM`` with ``input_size = vocab_size``,
+        time-major (``batch_first=False``), possibly with several layers or bidirectional.
+    :param vocab_size: V, the number of tokens.
+    :return: an ``nn.Module`` whose ``forward(inputs, state)`` takes token indices of shape (B, T),
+        int64, and returns ``(outputs, state)`` with outputs of shape (T*B, V), time step by time
+        step, and whose ``begin_state(device, batch_size=1)`` returns zeros of shape
+        (num_directions * num_layers, B, H) on ``device``, or a tuple of two such tensors for an LSTM.
+    """
+
+
+@hookspec(firstresult=True)
+def sine_model(input_dim: int, hidden_dim: int, out_dim: int) -> "nn.Module":
+    """Build the one-step-ahead sine-wave regressor: an ``nn.RNN`` followed by a linear read-out.
+
+    :param input_dim: features per time step of the input.
+    :param hidden_dim: H, the size of the hidden state.
+    :param out_dim: features per time step of the prediction.
+    :return: an ``nn.Module`` whose ``forward(x, h0)`` takes ``x`` of shape (B, T, input_dim),
+        batch first, and ``h0`` of shape (1, B, H), and returns ``(y, h)`` with ``y`` of shape
+        (B, T, out_dim), one prediction per time step, and ``h`` the final state (1, B, H).
+    """
+
+
+@hookspec(firstresult=True)
+def state_jacobian(h_next: "torch.Tensor", W_hh: "torch.Tensor") -> "torch.Tensor":
+    """The Jacobian of one recurrent step with respect to the previous state.
+
+    With row vectors, ``h_next = tanh(x W_xh + h W_hh + b)``; its Jacobian with respect to ``h``
+    has entries ``J[j, i] = d h_next[j] / d h[i] = (1 - h_next[j]²) W_hh[i, j]``, that is
+    ``diag(1 - h_next²) @ W_hh.T`` (rows index the output, as ``torch.autograd.functional.jacobian``
+    lays it out).
+
+    :param h_next: the new state h_{t+1}, shape (H,).
+    :param W_hh: the hidden-to-hidden weights, shape (H, H).
+    :return: J of shape (H, H), on the inputs' device, float32.
+    """
+
+
 #: The exercise hooks, in the order the lesson teaches them.
 EXERCISE_HOOKS = (
     "get_params",
@@ -134,6 +185,9 @@ EXERCISE_HOOKS = (
     "grad_clipping",
     "predict",
     "train_epoch",
+    "rnn_model",
+    "sine_model",
+    "state_jacobian",
 )
 
 

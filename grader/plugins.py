@@ -19,7 +19,12 @@ BUILTIN_CHECKS = (
     "grader.checks.grad_clipping",
     "grader.checks.predict",
     "grader.checks.train_epoch",
+    "grader.checks.rnn_concise",
+    "grader.checks.sine_wave",
+    "grader.checks.gradient_flow",
 )
+#: the reference's modules (``reference.<name>``), one per exercise
+REFERENCE_MODULES = ("rnn_scratch", "grad_clipping", "predict", "train_epoch", "rnn_concise", "sine_wave", "gradient_flow")
 BUILTIN_REPORTERS = (
     "grader.terminal",
     "grader.html_report",
@@ -52,7 +57,7 @@ def get_reference_manager() -> pluggy.PluginManager:
     """A plugin manager holding the reference implementations, called like a submission's."""
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
-    for name in ("rnn_scratch", "grad_clipping", "predict", "train_epoch"):
+    for name in REFERENCE_MODULES:
         pm.register(importlib.import_module(f"reference.{name}"), name=f"reference.{name}")
     pm.check_pending()
     return pm

@@ -232,6 +232,10 @@ class RecordingSGD(torch.optim.SGD):
 # ---------------------------------------------------------------- running
 
 
+class StateNotDetached(RuntimeError):
+    """An error inside train_epoch while the state it carried still held the previous minibatch's graph."""
+
+
 def run_training(
     train_epoch: Callable,
     hooks: dict[str, Callable],
@@ -259,7 +263,17 @@ def run_training(
     for _ in range(epochs):
         first_loss = len(log.losses)
         start = time.perf_counter()
-        returned = train_epoch(net, loader, loss, updater, torch.device("cpu"), use_random_iter)
+        first_call = len(log.calls)
+        try:
+            returned = train_epoch(net, loader, loss, updater, torch.device("cpu"), use_random_iter)
+        except RuntimeError as exc:  # autograd's errors are RuntimeErrors; say why it went back that far
+            undetached = [k for k, call in enumerate(log.calls[first_call:], start=1) if call["has_grad_fn"]]
+            if not undetached:
+                raise
+            raise StateNotDetached(
+                f"the state carried into minibatch {undetached[0]} still had its computation graph, so backward() "
+                f"reached back into earlier minibatches; detach the state (s.detach_()) at every minibatch boundary. "
+                f"The error was: {exc}").with_traceback(exc.__traceback__) from None
         elapsed = time.perf_counter() - start
         entries = log.losses[first_loss:]
         tokens = sum(e["tokens"] for e in entries)

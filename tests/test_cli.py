@@ -40,7 +40,8 @@ def test_init_copies_skeletons_and_keeps_existing_files(tmp_path):
     (tmp_path / "predict.py").write_text("# mine\n")
     done = grade("--init", str(tmp_path))
     assert done.returncode == 0
-    assert {p.name for p in tmp_path.glob("*.py")} == {"rnn_scratch.py", "grad_clipping.py", "predict.py", "train_epoch.py"}
+    assert {p.name for p in tmp_path.glob("*.py")} == {"rnn_scratch.py", "grad_clipping.py", "predict.py", "train_epoch.py",
+                                                      "rnn_concise.py", "sine_wave.py", "gradient_flow.py"}
     assert (tmp_path / "predict.py").read_text() == "# mine\n"
 
 

@@ -20,7 +20,7 @@ def test_syntax_error_costs_only_that_file(grading, submission):
     report = grading(folder)
     assert "SyntaxError" in problems_of(report)["grad_clipping.py"]
     assert "line 4" in problems_of(report)["grad_clipping.py"]
-    assert lost(report) == {"grad_clipping": 15}
+    assert lost(report) == {"grad_clipping": 10}
     assert all(c.status == "not_implemented" for c in by_exercise(report)["grad_clipping"].checks)
     # train_epoch.py imports the broken file; the reference stands in so train_epoch is still graded
     assert "grad_clipping.py, which could not be loaded" in problems_of(report)["train_epoch.py"]
@@ -31,7 +31,7 @@ def test_import_error_names_the_missing_module(grading, submission):
     report = grading(folder)
     message = problems_of(report)["predict.py"]
     assert "ModuleNotFoundError" in message and "d2l_missing_package" in message
-    assert lost(report) == {"predict": 15}
+    assert lost(report) == {"predict": 10}
 
 
 def test_typo_in_hook_name_suggests_the_right_one(grading, submission):
@@ -62,7 +62,7 @@ def test_wrong_number_of_arguments_is_reported(grading, submission):
     source = (REFERENCE / "grad_clipping.py").read_text().replace("def grad_clipping(net, theta):", "def grad_clipping(net):")
     report = grading(submission({"grad_clipping.py": source}))
     assert "must accept 2 arguments" in problems_of(report)["grad_clipping.py"]
-    assert lost(report) == {"grad_clipping": 15}
+    assert lost(report) == {"grad_clipping": 10}
 
 
 def test_renamed_arguments_are_fine(grading, submission):
@@ -74,11 +74,12 @@ def test_renamed_arguments_are_fine(grading, submission):
 
 
 def test_all_hooks_in_one_file(grading, submission):
-    parts = [(REFERENCE / f"{name}.py").read_text() for name in ("rnn_scratch", "grad_clipping", "predict")]
+    others = ("rnn_scratch", "grad_clipping", "predict", "rnn_concise", "sine_wave", "gradient_flow")
+    parts = [(REFERENCE / f"{name}.py").read_text() for name in others]
     train = (REFERENCE / "train_epoch.py").read_text()
     train = train.split("if __package__:")[0] + train.split("from grad_clipping import grad_clipping\n")[1]
-    folder = submission({"solution.py": "\n".join(parts + [train]), "rnn_scratch.py": None, "grad_clipping.py": None,
-                         "predict.py": None, "train_epoch.py": None})
+    folder = submission({"solution.py": "\n".join(parts + [train]), "train_epoch.py": None,
+                         **{f"{name}.py": None for name in others}})
     report = grading(folder)
     assert report.points == 100, [c.message for c in report.all_checks() if c.status != "passed"]
     assert set(report.implemented.values()) == {"solution.py"}

@@ -154,6 +154,7 @@ def _diagnose(given: list, got: list, norm: float, new_norm: float, theta: float
     return (f"after clipping the joint norm should be θ = {theta}, but it is {new_norm:.4g} "
             f"(it was {norm:.4g}); scale every gradient by θ / norm")
 
+
 @hookimpl
 def grader_exercises():
     return [Exercise(EXERCISE, "Gradient clipping", ("grad_clipping",),
@@ -166,8 +167,8 @@ def grader_checks(config):
         return Check(EXERCISE, name, title, "grad_clipping", points, probe_clip, judge_clip, dict(case=name))
 
     return [
-        clip("above", "gradients above θ are rescaled to norm θ, direction kept (nn.Module)", 5),
-        clip("below", "gradients already below θ are left alone", 3),
-        clip("scratch", "works on a scratch model through net.params", 3),
-        clip("joint", "the norm is taken over all parameters jointly", 4),
+        clip("above", "gradients above θ are rescaled to norm θ, direction kept (nn.Module)", 3),
+        clip("below", "gradients already below θ are left alone", 2),
+        clip("scratch", "works on a scratch model through net.params", 2),
+        clip("joint", "the norm is taken over all parameters jointly", 3),
     ]

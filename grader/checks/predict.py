@@ -217,10 +217,10 @@ def grader_checks(config):
     model = trained_model(corpus_spec(config))
     params = dict(model=model, cases=_cases(model["tokens"]))
     return [
-        Check(EXERCISE, "text", "generates the reference's greedy text on a trained model", "predict", 8,
+        Check(EXERCISE, "text", "generates the reference's greedy text on a trained model", "predict", 5,
               probe_predict, judge_text, params),
-        Check(EXERCISE, "length", "returns the prefix plus exactly num_preds characters", "predict", 3,
+        Check(EXERCISE, "length", "returns the prefix plus exactly num_preds characters", "predict", 2,
               probe_predict, judge_length, params),
-        Check(EXERCISE, "state", "feeds the prefix and carries the state from call to call", "predict", 4,
+        Check(EXERCISE, "state", "feeds the prefix and carries the state from call to call", "predict", 3,
               probe_predict, judge_state, params),
     ]

@@ -272,22 +272,22 @@ def grader_checks(config):
     devices = list(config.extra_devices)
     size = dict(vocab_size=V, num_hiddens=256)
     checks = [
-        Check(EXERCISE, "params.shapes", "get_params returns five leaf tensors of the right shapes", "get_params", 4,
+        Check(EXERCISE, "params.shapes", "get_params returns five leaf tensors of the right shapes", "get_params", 3,
               probe_params, judge_params_shapes, dict(size, device="cpu")),
-        Check(EXERCISE, "params.init", "get_params draws weights from N(0, 0.01²) and zeroes biases", "get_params", 4,
+        Check(EXERCISE, "params.init", "get_params draws weights from N(0, 0.01²) and zeroes biases", "get_params", 3,
               probe_params, judge_params_init, dict(size, device="cpu")),
-        Check(EXERCISE, "state.shape", "init_rnn_state returns a tuple with a zero (B, H) state", "init_rnn_state", 3,
+        Check(EXERCISE, "state.shape", "init_rnn_state returns a tuple with a zero (B, H) state", "init_rnn_state", 2,
               probe_state, judge_state, dict(batch_size=5, num_hiddens=H, device="cpu")),
-        Check(EXERCISE, "rnn.shapes", "rnn returns (T*B, V) outputs and a (B, H) state tuple", "rnn", 3,
+        Check(EXERCISE, "rnn.shapes", "rnn returns (T*B, V) outputs and a (B, H) state tuple", "rnn", 2,
               probe_rnn, judge_rnn_shapes, dict(CASE, nonzero_state=False)),
-        Check(EXERCISE, "rnn.forward", "rnn computes the reference's outputs and final state", "rnn", 9,
+        Check(EXERCISE, "rnn.forward", "rnn computes the reference's outputs and final state", "rnn", 7,
               probe_rnn, judge_rnn_values, dict(CASE, nonzero_state=False)),
-        Check(EXERCISE, "rnn.carries_state", "rnn starts from the state it is given", "rnn", 4,
+        Check(EXERCISE, "rnn.carries_state", "rnn starts from the state it is given", "rnn", 3,
               probe_rnn, judge_rnn_values, dict(CASE, seed=11, nonzero_state=True)),
-        Check(EXERCISE, "rnn.gradients", "gradients through rnn match the reference's", "rnn", 6,
+        Check(EXERCISE, "rnn.gradients", "gradients through rnn match the reference's", "rnn", 5,
               probe_rnn, judge_rnn_values, dict(CASE, seed=13, nonzero_state=True, gradients=True)),
     ]
-    per_device = {"get_params": 3, "init_rnn_state": 2, "rnn": 2}
+    per_device = {"get_params": 2, "init_rnn_state": 1, "rnn": 2}
     for device in _devices(devices):
         share = 1.0 / len(_devices(devices))
         checks += [

@@ -168,7 +168,28 @@ def judge_labels(observed: Any, **_: Any) -> Verdict:
 
 
 def judge_clipping(observed: Any, **options: Any) -> Verdict:
-    return _judge_updates(observed, "clipping")
+    import dataclasses
+
+    verdict = _judge_updates(observed, "clipping")
+    return dataclasses.replace(verdict, figures={**verdict.figures, **_clipping_figure(observed["updates"])})
+
+
+def _clipping_figure(updates: list) -> dict:
+    """The gradient norm at each update of the student's loop, before and after its clipping (log10)."""
+    known = [(k, u) for k, u in enumerate(updates, start=1) if u.get("known")]
+    if not known:
+        return {}
+
+    def log10(value: Any) -> Any:
+        return math.log10(value) if isinstance(value, float) and value > 0 and math.isfinite(value) else None
+
+    steps = [k for k, _ in known]
+    return {"gradient norm": {"series": [
+        {"label": "before clipping", "x": steps, "y": [log10(u["fresh_norm"]) for _, u in known]},
+        {"label": "after clipping (at the update)", "x": steps, "y": [log10(u["norm"]) for _, u in known]},
+        {"label": "θ = 1", "x": [steps[0], steps[-1]], "y": [0.0, 0.0]},
+    ], "title": "gradient norm at each update of your train_epoch (every other minibatch's gradients are scaled "
+                "by the grader to exceed θ)", "xlabel": "update", "ylabel": "log10 of the joint gradient norm"}}
 
 
 def judge_optimizer(observed: Any, **options: Any) -> Verdict:
@@ -236,15 +257,15 @@ def grader_checks(config):
 
     full = dict(setup=setup, epochs=EPOCHS)
     return [
-        check("perplexity", f"perplexity after {EPOCHS} seeded epochs matches the reference's", 6, judge_perplexity, full, 40.0),
-        check("reported", "returns (exp(mean loss), tokens per second)", 4, judge_reported, dict(short, epochs=2)),
-        check("state.sequential", "sequential sampling: fresh state once, then carried and detached", 5,
+        check("perplexity", f"perplexity after {EPOCHS} seeded epochs matches the reference's", 4, judge_perplexity, full, 40.0),
+        check("reported", "returns (exp(mean loss), tokens per second)", 3, judge_reported, dict(short, epochs=2)),
+        check("state.sequential", "sequential sampling: fresh state once, then carried and detached", 3,
               judge_sequential_state, short),
-        check("state.random", "random sampling: a fresh state for every minibatch", 4, judge_random_state,
+        check("state.random", "random sampling: a fresh state for every minibatch", 3, judge_random_state,
               dict(short, use_random_iter=True)),
-        check("labels", "outputs are compared with labels Y.T.reshape(-1)", 4, judge_labels, short),
-        check("clipping", "gradients are clipped to norm 1 before every update", 4, judge_clipping,
+        check("labels", "outputs are compared with labels Y.T.reshape(-1)", 3, judge_labels, short),
+        check("clipping", "gradients are clipped to norm 1 before every update", 2, judge_clipping,
               dict(short, loss_scale=GRAD_SCALE, fresh_grads=True)),
-        check("optimizer", "with a torch.optim optimizer: zero_grad, backward, clip, step", 3, judge_optimizer,
+        check("optimizer", "with a torch.optim optimizer: zero_grad, backward, clip, step", 2, judge_optimizer,
               dict(short, optimizer=True, fresh_grads=True)),
     ]
