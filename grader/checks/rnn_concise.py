@@ -493,6 +493,8 @@ def _prepare(params: dict) -> None:
     reference_rnn(**params["scratch"])
     for name, spec in params["layers"].items():
         reference_layer(name, spec, params["case"])
+        if name in params["device_layers"]:
+            reference_layer(name, spec, params["device_case"])
     train = params["train"]
     _reference_training(json.dumps(train["setup"], sort_keys=True), train["epochs"], train["num_preds"])
 

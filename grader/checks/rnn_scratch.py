@@ -138,6 +138,7 @@ def probe_rnn(ctx, seed: int, vocab_size: int, num_hiddens: int, num_steps: int,
     params = [p.to(dev).requires_grad_(True) for p in case["params"]]
     state = case["state"].to(dev).requires_grad_(gradients)
     inputs = case["inputs"].to(dev)
+    inputs_before = inputs.detach().clone()  # .to(cpu) returns the same tensor, so compare with a copy
     state_before = state.detach().clone()
     params_before = [p.detach().clone() for p in params]
     outputs, new_state = student_hook(ctx, "rnn")(inputs, (state,), params)
@@ -148,7 +149,7 @@ def probe_rnn(ctx, seed: int, vocab_size: int, num_hiddens: int, num_steps: int,
         "final": first_of(new_state),
     }
     if device != "meta":
-        result["inputs_untouched"] = bool(torch.equal(inputs, case["inputs"]))
+        result["inputs_untouched"] = bool(torch.equal(inputs, inputs_before))
         result["state_untouched"] = bool(torch.equal(state.detach(), state_before))
         result["params_untouched"] = all(torch.equal(p.detach(), b) for p, b in zip(params, params_before))
     if gradients and isinstance(outputs, torch.Tensor) and isinstance(result["final"], torch.Tensor):
