@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import pytest
@@ -83,3 +84,26 @@ def by_exercise(report) -> dict:
 def lost(report) -> dict:
     """Points lost per exercise (only exercises that lost any)."""
     return {ex.name: round(ex.max_points - ex.points, 6) for ex in report.exercises if ex.points < ex.max_points}
+
+
+def edits(filename: str, *pairs: tuple[str, str]) -> dict:
+    """Several replacements in one reference file."""
+    text = (REFERENCE / filename).read_text()
+    for old, new in pairs:
+        assert old in text, f"{old!r} not found in reference/{filename}"
+        text = text.replace(old, new)
+    return {filename: text}
+
+
+@dataclass(frozen=True)
+class Bug:
+    """One realistic mistake for the bug zoo."""
+
+    hook: str
+    files: dict
+    #: checks that must not pass; the first is the one whose message is read
+    fails: tuple[str, ...]
+    #: at least one of these appears (case-insensitively) in the first failing check's message
+    words: tuple[str, ...]
+    #: checks of the same exercise that must still pass
+    passes: tuple[str, ...] = field(default=())

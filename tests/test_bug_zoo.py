@@ -7,12 +7,11 @@ else, and the failing message must point at the cause.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 import pytest
 
 from batch_grading import grade_many, report_of, selected_ids
-from conftest import REFERENCE, mutate
+from conftest import REFERENCE, Bug, edits, mutate
 
 EXERCISE_OF = {"get_params": "rnn_scratch", "init_rnn_state": "rnn_scratch", "rnn": "rnn_scratch",
                "grad_clipping": "grad_clipping", "predict": "predict", "train_epoch": "train_epoch"}
@@ -27,27 +26,6 @@ def rewrite(hook: str, source: str) -> dict:
     pattern = re.compile(rf"@hookimpl\ndef {hook}\(.*?(?=\n\n\n@hookimpl|\Z)", re.S)
     assert pattern.search(text), f"{hook} not found in reference/{filename}"
     return {filename: pattern.sub(lambda _: "@hookimpl\n" + source.strip("\n") + "\n", text, count=1)}
-
-
-def edits(filename: str, *pairs: tuple[str, str]) -> dict:
-    """Several replacements in one reference file."""
-    text = (REFERENCE / filename).read_text()
-    for old, new in pairs:
-        assert old in text, f"{old!r} not found in reference/{filename}"
-        text = text.replace(old, new)
-    return {filename: text}
-
-
-@dataclass(frozen=True)
-class Bug:
-    hook: str
-    files: dict
-    #: checks that must not pass; the first is the one whose message is read
-    fails: tuple[str, ...]
-    #: at least one of these appears (case-insensitively) in the first failing check's message
-    words: tuple[str, ...]
-    #: checks that must still pass (within the hook's own exercise)
-    passes: tuple[str, ...] = field(default=())
 
 
 RNN_STEP = "H = torch.tanh(torch.mm(X, W_xh) + torch.mm(H, W_hh) + b_h)"

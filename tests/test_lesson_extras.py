@@ -8,11 +8,10 @@ solutions in other styles keep full marks. Plus the facts the checks rest on
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 import pytest
 
-from conftest import REFERENCE, REPO, by_exercise, lost
+from conftest import REFERENCE, REPO, Bug, by_exercise, edits, lost
 
 EXTRAS = ("rnn_concise", "sine_wave", "gradient_flow")
 EXERCISE_OF = {"rnn_model": "rnn_concise", "sine_model": "sine_wave", "state_jacobian": "gradient_flow"}
@@ -30,26 +29,6 @@ def extras(runner):
     full = engine.plan(pm, config)
     the_plan = engine.Plan([e for e in full.exercises if e.name in EXTRAS], [c for c in full.checks if c.exercise in EXTRAS])
     return lambda folder: engine.grade(folder, config, pm, runner, the_plan)
-
-
-def edits(filename: str, *pairs: tuple[str, str]) -> dict:
-    text = (REFERENCE / filename).read_text()
-    for old, new in pairs:
-        assert old in text, f"{old!r} not found in reference/{filename}"
-        text = text.replace(old, new)
-    return {filename: text}
-
-
-@dataclass(frozen=True)
-class Bug:
-    hook: str
-    files: dict
-    #: checks that must not pass; the first is the one whose message is read
-    fails: tuple[str, ...]
-    #: at least one of these appears (case-insensitively) in the first failing check's message
-    words: tuple[str, ...]
-    #: checks of the same exercise that must still pass
-    passes: tuple[str, ...] = field(default=())
 
 
 C = "rnn_concise."
