@@ -133,9 +133,10 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
     events: list[tuple[Check, dict]] = []
     for request, reply in runner.run(requests(), window=2):
         checks = groups[request["group"]]
+        decoded = _decode(reply)  # once per reply, however many checks share it
         for check in checks:
-            results[check.id] = _result(check, reply)
-        for event in _integrity_events(reply):
+            results[check.id] = _record(check, verdict_for(check, decoded), output=reply.output, seconds=reply.seconds)
+        for event in _integrity_events(decoded):
             if not event.get("file"):  # changed at import: the load request knows which file did it
                 event = dict(event, file=submission.changed_by.get(str(event.get("what"))))
             events.append((checks[0], event))
@@ -224,7 +225,7 @@ def _load(files: dict[str, str], runner: Runner, config: RunConfig) -> LoadedFil
         files = kept
     where, problems = _load_outcome(reply)
     problems = [FileProblem(n, why) for n, why in broken.items()] + problems
-    changed_by = {str(e.get("what")): str(e["file"]) for e in _integrity_events(reply) if e.get("file")}
+    changed_by = {str(e.get("what")): str(e["file"]) for e in _integrity_events(_decode(reply)) if e.get("file")}
     return LoadedFiles(files, where, problems, [Path(n).stem for n in broken], changed_by)
 
 
@@ -294,8 +295,8 @@ def _decode(reply: Reply) -> tuple[Any, Optional[Verdict]]:
     return value, None
 
 
-def _integrity_events(reply: Reply) -> list[dict]:
-    value, failure = _decode(reply)
+def _integrity_events(decoded: tuple[Any, Optional[Verdict]]) -> list[dict]:
+    value, failure = decoded
     if failure is not None or not isinstance(value.get("integrity"), list):
         return []
     return [e for e in value["integrity"] if isinstance(e, dict)][:20]
@@ -308,8 +309,9 @@ def _hint(message: str) -> str:
     return ""
 
 
-def verdict_for(check: Check, reply: Reply) -> Verdict:
-    value, failure = _decode(reply)
+def verdict_for(check: Check, decoded: tuple[Any, Optional[Verdict]]) -> Verdict:
+    """The check's verdict from a decoded reply (see :func:`_decode`)."""
+    value, failure = decoded
     if failure is not None:
         return failure
     if "not_implemented" in value:
@@ -327,10 +329,6 @@ def verdict_for(check: Check, reply: Reply) -> Verdict:
     if not isinstance(verdict, Verdict):  # a plugin's judge returned something else
         return Verdict(FAILED, "the check did not reach a verdict")
     return verdict
-
-
-def _result(check: Check, reply: Reply) -> CheckResult:
-    return _record(check, verdict_for(check, reply), output=reply.output, seconds=reply.seconds)
 
 
 def _record(check: Check, verdict: Verdict, output: str = "", seconds: float = 0.0) -> CheckResult:
