@@ -107,3 +107,27 @@ class Bug:
     words: tuple[str, ...]
     #: checks of the same exercise that must still pass
     passes: tuple[str, ...] = field(default=())
+
+
+def failures(report) -> str:
+    return "\n".join(f"  {c.check_id} [{c.status}] {c.message}" for c in report.all_checks() if c.status != "passed")
+
+
+def assert_caught_where_it_lives(report, bug: Bug, exercise: str) -> None:
+    """The bug's checks fail with a useful word, and only ``exercise`` loses points."""
+    shown = failures(report)
+    assert not [p for p in report.problems if p.severity == "error"], report.problems
+    checks = {c.check_id: c for c in report.all_checks()}
+    for check_id in bug.fails:
+        assert checks[check_id].status != "passed", f"{check_id} passed:\n{shown}"
+        assert checks[check_id].points < checks[check_id].max_points
+    for check_id in bug.passes:
+        assert checks[check_id].status == "passed", f"{check_id} should pass:\n{shown}"
+    # isolation: every check of another hook kept its points
+    elsewhere = [c.check_id for c in report.all_checks() if bug.hook not in c.hooks and c.points < c.max_points]
+    assert not elsewhere, f"{bug.hook} mistake charged to {elsewhere}:\n{shown}"
+    assert set(lost(report)) == {exercise}, shown
+    least = sum(checks[c].max_points for c in bug.fails)
+    assert report.max_points - report.points >= least - 1e-6
+    message = checks[bug.fails[0]].message.lower()
+    assert any(w.lower() in message for w in bug.words), f"none of {bug.words} in: {checks[bug.fails[0]].message}"

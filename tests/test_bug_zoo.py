@@ -11,7 +11,7 @@ import re
 import pytest
 
 from batch_grading import grade_many, report_of, selected_ids
-from conftest import REFERENCE, Bug, edits, mutate
+from conftest import REFERENCE, Bug, assert_caught_where_it_lives, edits, mutate
 
 EXERCISE_OF = {"get_params": "rnn_scratch", "init_rnn_state": "rnn_scratch", "rnn": "rnn_scratch",
                "grad_clipping": "grad_clipping", "predict": "predict", "train_epoch": "train_epoch"}
@@ -245,10 +245,6 @@ TRAIN_BUGS = {
 BUGS = {**RNN_BUGS, **PARAMS_BUGS, **STATE_BUGS, **CLIP_BUGS, **PREDICT_BUGS, **TRAIN_BUGS}
 
 
-def _failures(report) -> str:
-    return "\n".join(f"  {c.check_id} [{c.status}] {c.message}" for c in report.all_checks() if c.status != "passed")
-
-
 @pytest.fixture(scope="module")
 def reports(request, runner, tmp_path_factory):
     names = [n for n in selected_ids(request) if n in BUGS]
@@ -258,24 +254,7 @@ def reports(request, runner, tmp_path_factory):
 @pytest.mark.parametrize("name", list(BUGS))
 def test_mistake_is_caught_where_it_lives(reports, name: str):
     bug = BUGS[name]
-    report = report_of(reports, name)
-    shown = _failures(report)
-    assert not [p for p in report.problems if p.severity == "error"], report.problems
-    checks = {c.check_id: c for c in report.all_checks()}
-    for check_id in bug.fails:
-        assert checks[check_id].status != "passed", f"{check_id} passed:\n{shown}"
-        assert checks[check_id].points < checks[check_id].max_points
-    for check_id in bug.passes:
-        assert checks[check_id].status == "passed", f"{check_id} should pass:\n{shown}"
-    # isolation: every check of another hook kept its points
-    elsewhere = [c.check_id for c in report.all_checks() if bug.hook not in c.hooks and c.points < c.max_points]
-    assert not elsewhere, f"{bug.hook} mistake charged to {elsewhere}:\n{shown}"
-    lost = {ex.name for ex in report.exercises if ex.points < ex.max_points}
-    assert lost == {EXERCISE_OF[bug.hook]}
-    least = sum(checks[c].max_points for c in bug.fails)
-    assert report.max_points - report.points >= least - 1e-6
-    message = checks[bug.fails[0]].message.lower()
-    assert any(w.lower() in message for w in bug.words), f"none of {bug.words} in: {checks[bug.fails[0]].message}"
+    assert_caught_where_it_lives(report_of(reports, name), bug, EXERCISE_OF[bug.hook])
 
 
 def test_zoo_covers_every_hook():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import REFERENCE, REPO, Bug, by_exercise, edits, lost
+from conftest import REFERENCE, REPO, Bug, assert_caught_where_it_lives, by_exercise, edits, failures, lost
 
 EXTRAS = ("rnn_concise", "sine_wave", "gradient_flow")
 EXERCISE_OF = {"rnn_model": "rnn_concise", "sine_model": "sine_wave", "state_jacobian": "gradient_flow"}
@@ -133,24 +133,9 @@ GRADIENT_BUGS = {
 BUGS = {**CONCISE_BUGS, **SINE_BUGS, **GRADIENT_BUGS}
 
 
-def _failures(report) -> str:
-    return "\n".join(f"  {c.check_id} [{c.status}] {c.message}" for c in report.all_checks() if c.status != "passed")
-
-
 @pytest.mark.parametrize("bug", [pytest.param(b, id=name) for name, b in BUGS.items()])
 def test_mistake_is_caught_where_it_lives(extras, submission, bug: Bug):
-    report = extras(submission(bug.files))
-    shown = _failures(report)
-    assert not [p for p in report.problems if p.severity == "error"], report.problems
-    checks = {c.check_id: c for c in report.all_checks()}
-    for check_id in bug.fails:
-        assert checks[check_id].status != "passed", f"{check_id} passed:\n{shown}"
-        assert checks[check_id].points < checks[check_id].max_points
-    for check_id in bug.passes:
-        assert checks[check_id].status == "passed", f"{check_id} should pass:\n{shown}"
-    assert set(lost(report)) == {EXERCISE_OF[bug.hook]}, shown
-    message = checks[bug.fails[0]].message.lower()
-    assert any(w.lower() in message for w in bug.words), f"none of {bug.words} in: {checks[bug.fails[0]].message}"
+    assert_caught_where_it_lives(extras(submission(bug.files)), bug, EXERCISE_OF[bug.hook])
 
 
 def test_zoo_covers_every_new_hook():
@@ -162,7 +147,7 @@ def test_one_mistake_in_each_new_file_costs_only_those_exercises(grading, submis
     files = {**CONCISE_BUGS["concise-batch-major-rows"].files, **SINE_BUGS["sine-ignores-h0"].files,
              **GRADIENT_BUGS["jacobian-transposed"].files}
     report = grading(submission(files))
-    assert set(lost(report)) == set(EXTRAS), _failures(report)
+    assert set(lost(report)) == set(EXTRAS), failures(report)
     assert report.max_points == 100
     for name in ("rnn_scratch", "grad_clipping", "predict", "train_epoch"):
         assert by_exercise(report)[name].points == by_exercise(report)[name].max_points
@@ -173,7 +158,7 @@ def test_one_mistake_in_each_new_file_costs_only_those_exercises(grading, submis
 
 def test_reference_and_skeletons(extras):
     report = extras(REFERENCE)
-    assert report.points == report.max_points == 30, _failures(report)
+    assert report.points == report.max_points == 30, failures(report)
     skeleton = extras(REPO / "exercises")
     assert skeleton.points == 0
     assert {c.status for c in skeleton.all_checks()} == {"not_implemented"}
@@ -331,7 +316,7 @@ def state_jacobian(h_next, W_hh):
 @pytest.mark.parametrize("files", [pytest.param(f, id=name) for name, f in ALTERNATIVES.items()])
 def test_correct_alternatives_keep_full_marks(extras, submission, files):
     report = extras(submission(files))
-    assert report.points == report.max_points, _failures(report)
+    assert report.points == report.max_points, failures(report)
 
 
 # ------------------------------------------------------------------ what the checks rest on
