@@ -106,9 +106,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def run(folder: Path, config: RunConfig, fail_under: Optional[float] = None) -> int:
     import torch
 
-    from grader import engine
+    from grader.judge import engine
+    from grader.judge.runners import Runner, RunnerError
     from grader.plugins import get_plugin_manager
-    from grader.pool import Runner, RunnerError
 
     torch.set_num_threads(1)  # the judge's reference runs must match the runner's
     if torch.cuda.is_available():
@@ -118,6 +118,7 @@ def run(folder: Path, config: RunConfig, fail_under: Optional[float] = None) -> 
         runner.launch()  # imports torch while the judge prepares the reference
         pm = get_plugin_manager(reporters=True)
         the_plan = engine.plan(pm, config)
+        engine.warm_up(the_plan)  # the reference's side of every check, while the runner starts
         report = engine.grade(folder, config, pm, runner, the_plan)
     except RunnerError as exc:
         print(f"grade: the grader could not run: {exc}", file=sys.stderr)

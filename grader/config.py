@@ -23,3 +23,8 @@ class RunConfig:
     color: bool = False
     #: devices the device checks run on besides "meta" (e.g. "cuda" when available)
     extra_devices: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """Devices the device checks run on: always 'meta' (shapes without data), then the extra ones."""
+        return ("meta", *self.extra_devices)

@@ -6,6 +6,9 @@ Two kinds of text:
   whose entropy rate is known exactly, so a model's perplexity can be judged against
   the best any model could reach;
 * real text (e.g. H. G. Wells' *The Time Machine*) preprocessed the way the book does it.
+
+A grading trains on a *corpus spec*, small plain data that both processes turn into the
+same vocabulary and token ids (:func:`corpus_spec`, :func:`vocab_and_ids`).
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ import urllib.request
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
+
+from grader.book import Vocab, encode
 
 __all__ = [
     "ALPHABET",
@@ -39,6 +44,9 @@ __all__ = [
     "preprocess",
     "load_corpus",
     "fetch_time_machine",
+    "corpus_spec",
+    "corpus_facts",
+    "vocab_and_ids",
 ]
 
 #: the characters every corpus is made of, space first
@@ -333,3 +341,54 @@ def fetch_time_machine(cache_dir: Optional[Path] = None, timeout: float = 10) ->
             "set XDG_CACHE_HOME to a writable folder or pass --corpus PATH"
         ) from exc
     return target
+
+
+# ---------------------------------------------------------------------------
+# What a grading trains on
+# ---------------------------------------------------------------------------
+
+#: every training check reads this many characters, of the generated corpus or of --corpus
+TRAINING_CHARS, MARKOV_SEED = 4000, 0
+
+
+def markov_spec(num_chars: int, seed: int) -> dict:
+    return {"markov": [num_chars, seed]}
+
+
+def text_spec(text: str, num_chars: Optional[int] = None) -> dict:
+    """A text corpus: the vocabulary of the whole text, the first ``num_chars`` characters to train on."""
+    vocab = Vocab(list(text))
+    return {"tokens": vocab.idx_to_token, "ids": encode(text[:num_chars], vocab)}
+
+
+def corpus_spec(config: Any) -> dict:
+    """The corpus of a grading: ``--corpus`` (``config.corpus_path``) if given, else the generated one."""
+    if config.corpus_path is None:
+        return markov_spec(TRAINING_CHARS, MARKOV_SEED)
+    return _file_spec(str(config.corpus_path))
+
+
+@functools.lru_cache(maxsize=2)
+def _file_spec(path: str) -> dict:
+    corpus = load_corpus(path)
+    return dict(text_spec(corpus.text, TRAINING_CHARS), name=corpus.name)
+
+
+def corpus_facts(spec: dict) -> dict:
+    """Name, length and lowest reachable perplexity of the corpus, for the report."""
+    if "markov" in spec:
+        corpus = markov_corpus(*spec["markov"])
+        return {"name": corpus.name, "characters": len(corpus), "min_perplexity": corpus.min_perplexity}
+    return {"name": spec.get("name", "text file"), "characters": len(spec["ids"]), "min_perplexity": None}
+
+
+def vocab_and_ids(spec: dict) -> tuple[Vocab, list[int]]:
+    """The vocabulary and token ids a corpus spec stands for."""
+    if "markov" in spec:
+        text = markov_corpus(*spec["markov"]).text
+        vocab = Vocab(list(text))
+        return vocab, encode(text, vocab)
+    vocab = Vocab([])
+    vocab.idx_to_token = list(spec["tokens"])
+    vocab.token_to_idx = {tok: i for i, tok in enumerate(vocab.idx_to_token)}
+    return vocab, list(spec["ids"])

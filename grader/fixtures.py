@@ -6,10 +6,7 @@ judge never has to trust inputs that came back from student code.
 
 from __future__ import annotations
 
-import functools
 import math
-import traceback
-from typing import Any, Callable
 
 import torch
 from torch.nn import functional as F
@@ -50,36 +47,3 @@ def first_of(state):
     if isinstance(state, (tuple, list)) and state:
         return state[0]
     return state
-
-
-class TorchError(RuntimeError):
-    """torch raised NotImplementedError inside a student's hook (e.g. an op without a 'meta' kernel).
-
-    The runner counts a NotImplementedError as "hook not implemented"; this one is
-    an error in a hook that is implemented.
-    """
-
-
-def _raised_by_student(exc: BaseException, folder: str) -> bool:
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return True
-    last = frames[-1]
-    return last.filename.startswith(folder) and (last.line or "").lstrip().startswith("raise")
-
-
-def student_hook(ctx: Any, name: str) -> Callable:
-    """The student's ``name`` hook; a NotImplementedError that torch raised in it becomes a :class:`TorchError`."""
-    func = ctx.student(name)
-    folder = str(ctx.loaded.folder)
-
-    @functools.wraps(func)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except NotImplementedError as exc:
-            if _raised_by_student(exc, folder):
-                raise
-            raise TorchError(f"NotImplementedError: {exc}").with_traceback(exc.__traceback__) from None
-
-    return call

@@ -2,14 +2,17 @@
 
 Two kinds of hook live here.
 
-*Exercise hooks* are what a student implements. Each returns one value, so each
-is ``firstresult``: calling it stops at the first implementation that returns a
-non-None result. A submission registers its files as plugins; so does
-:mod:`reference`.
+*Exercise hooks* are what a student implements, one function each, marked with
+``@grader.hookimpl``. Each returns one value and is ``firstresult``. The grader does not
+call them through a plugin manager: the runner's loader imports each file of a
+submission, collects the marked functions by name (checking their arity against these
+specs) and hands exactly one of them to each probe, the reference
+(:func:`grader.plugins.reference_hooks`) supplying the others. Which exercise each hook
+belongs to is in :mod:`grader.registry`.
 
 *Harness hooks* (prefixed ``grader_``) let built-in and third-party plugins add
-exercises, checks and reporters. Third-party plugins are found through the
-``rnn_grader`` entry-point group.
+exercises, checks and reporters; all implementations are called and their results
+joined. Third-party plugins are found through the ``rnn_grader`` entry-point group.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-    from grader.checks.base import Check, Exercise
     from grader.config import RunConfig
+    from grader.definitions import Check, Exercise
     from grader.results import GradingReport
 
 
@@ -177,20 +180,6 @@ def state_jacobian(h_next: "torch.Tensor", W_hh: "torch.Tensor") -> "torch.Tenso
     """
 
 
-#: The exercise hooks, in the order the lesson teaches them.
-EXERCISE_HOOKS = (
-    "get_params",
-    "init_rnn_state",
-    "rnn",
-    "grad_clipping",
-    "predict",
-    "train_epoch",
-    "rnn_model",
-    "sine_model",
-    "state_jacobian",
-)
-
-
 # --------------------------------------------------------------------------
 # Harness hooks
 # --------------------------------------------------------------------------
@@ -200,7 +189,7 @@ EXERCISE_HOOKS = (
 def grader_exercises() -> "Sequence[Exercise]":
     """Describe exercises this plugin grades.
 
-    :return: exercises (name, title, hooks, points); all plugins' lists are joined.
+    :return: exercises (name, title, hooks, summary); all plugins' lists are joined, in the order plugins are called.
     """
 
 
@@ -208,7 +197,11 @@ def grader_exercises() -> "Sequence[Exercise]":
 def grader_checks(config: "RunConfig") -> "Sequence[Check]":
     """Contribute checks.
 
-    :param config: the run's settings (corpus, device, whether hidden checks run).
+    Checks that read the same run of student code share one :class:`~grader.definitions.Probe`
+    object; the reference's side of each probe is computed by its ``reference`` callable when
+    grading is planned, not here.
+
+    :param config: the run's settings (corpus, devices, whether hidden checks run).
     :return: checks; all plugins' lists are joined and run in exercise order.
     """
 

@@ -1,4 +1,4 @@
-"""Looking inside a student's ``nn.Module`` (runs in the runner): which parts are registered, where the output layer is.
+"""Looking inside an ``nn.Module``: which parts are registered, where the output layer is, how to set it.
 
 A module kept in a plain list or dict still runs in ``forward`` but is invisible to
 ``parameters()``, so an optimizer never trains it and ``.to(device)`` never moves it;
@@ -7,8 +7,7 @@ that is worth a sentence of its own rather than a puzzling perplexity.
 
 from __future__ import annotations
 
-import re
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -81,24 +80,6 @@ def linear_values(seed: int, in_features: int, out_features: int) -> tuple[torch
     return weight, bias
 
 
-def attempt(ctx: Any, call: Callable[[], Any]) -> Any:
-    """``call()``, or ``{"error": ...}`` when the student's code raises, so one failing run leaves the others judged.
-
-    A ``NotImplementedError`` the student raised still propagates: the hook counts as not implemented.
-    """
-    from grader.fixtures import _raised_by_student
-    from grader.loader import describe_exception
-
-    try:
-        return call()
-    except NotImplementedError as exc:
-        if _raised_by_student(exc, str(ctx.loaded.folder)):
-            raise
-        return {"error": describe_exception(exc, ctx.loaded.folder)}
-    except Exception as exc:  # noqa: BLE001 - what the student's code raised is the finding
-        return {"error": describe_exception(exc, ctx.loaded.folder)}
-
-
 def state_record(state: Any) -> dict:
     """A returned recurrent state as plain data: a tensor, or a tuple of tensors (LSTM)."""
     if isinstance(state, torch.Tensor):
@@ -107,22 +88,3 @@ def state_record(state: Any) -> dict:
         return {"kind": type(state).__name__,
                 "items": [s if isinstance(s, torch.Tensor) else type(s).__name__ for s in state]}
     return {"kind": type(state).__name__, "items": []}
-
-
-def hidden_size_mismatch(error: str) -> Optional[tuple[tuple[int, ...], tuple[int, ...]]]:
-    """``(expected, got)`` from torch's "Expected hidden size (a, b, c), got [d, e, f]", else None."""
-    match = re.search(r"Expected hidden size \(([\d, ]+)\), got \[([\d, ]+)\]", error)
-    if not match:
-        return None
-    return tuple(int(v) for v in match[1].split(",")), tuple(int(v) for v in match[2].split(","))
-
-
-def with_device_hint(verdict: Any, device: str) -> Any:
-    """A failed device check whose message shows a device mix-up, with what usually causes it."""
-    import dataclasses
-
-    message = verdict.message
-    if verdict.fraction >= 1 or not re.search(r"device|meta|Cannot copy out", message) or "hint:" in message:
-        return verdict
-    return dataclasses.replace(verdict, message=message + f" (hint: this check runs on '{device}'; create every tensor "
-                               "on the device you were given or that of the inputs, and avoid .cpu(), .numpy() and .item())")

@@ -1,4 +1,4 @@
-"""The plugin manager: exercise and harness hook specs, built-in plugins, entry points."""
+"""The plugin manager (hook specs, built-in plugins, entry points) and the reference's hooks."""
 
 from __future__ import annotations
 
@@ -8,34 +8,25 @@ from typing import Callable
 
 import pluggy
 
-from grader import PROJECT, hookspecs
+from grader import PROJECT, hookspecs, registry
 
 #: Entry-point group through which installed packages add checks or reporters.
 ENTRY_POINT_GROUP = "rnn_grader"
 
-#: Built-in plugins, imported on demand so that importing grader has no side effects.
-BUILTIN_CHECKS = (
-    "grader.checks.rnn_scratch",
-    "grader.checks.grad_clipping",
-    "grader.checks.predict",
-    "grader.checks.train_epoch",
-    "grader.checks.rnn_concise",
-    "grader.checks.sine_wave",
-    "grader.checks.gradient_flow",
-)
-#: the reference's modules (``reference.<name>``), one per exercise
-REFERENCE_MODULES = ("rnn_scratch", "grad_clipping", "predict", "train_epoch", "rnn_concise", "sine_wave", "gradient_flow")
+#: Built-in plugins, imported on demand so that importing grader has no side effects: the
+#: registry (the exercises) and one checks module per exercise.
+BUILTIN_CHECKS = ("grader.registry", *(registry.checks_module(ex.name) for ex in registry.EXERCISES))
 BUILTIN_REPORTERS = (
-    "grader.terminal",
-    "grader.html_report",
-    "grader.gradescope",
+    "grader.report.terminal",
+    "grader.report.html",
+    "grader.report.gradescope",
 )
 
 
 def get_plugin_manager(with_builtins: bool = True, reporters: bool = False, entry_points: bool = True) -> pluggy.PluginManager:
     """A plugin manager with the hook specs added and, optionally, the built-in plugins.
 
-    :param with_builtins: register the built-in checks.
+    :param with_builtins: register the built-in exercises and checks.
     :param reporters: register the built-in reporters too.
     :param entry_points: load third-party plugins from the ``rnn_grader`` entry-point group.
     """
@@ -52,18 +43,19 @@ def get_plugin_manager(with_builtins: bool = True, reporters: bool = False, entr
     return pm
 
 
+def reference_hooks() -> dict[str, Callable]:
+    """The reference's exercise functions by hook name (``grader.reference``), called like a student's."""
+    return dict(_reference_hooks())
+
+
 @functools.lru_cache(maxsize=1)
-def get_reference_manager() -> pluggy.PluginManager:
-    """A plugin manager holding the reference implementations, called like a submission's."""
+def _reference_hooks() -> tuple[tuple[str, Callable], ...]:
+    # Registered with a plugin manager, so that a reference function whose arguments
+    # do not fit its spec is an error here.
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
-    for name in REFERENCE_MODULES:
-        pm.register(importlib.import_module(f"reference.{name}"), name=f"reference.{name}")
+    for exercise in registry.EXERCISES:
+        name = registry.reference_module(exercise.name)
+        pm.register(importlib.import_module(name), name=name)
     pm.check_pending()
-    return pm
-
-
-def reference_hooks() -> dict[str, Callable]:
-    """The reference's exercise functions by hook name, for scaffolding around a student's."""
-    pm = get_reference_manager()
-    return {name: getattr(pm.hook, name).get_hookimpls()[0].function for name in hookspecs.EXERCISE_HOOKS}
+    return tuple((hook, getattr(pm.hook, hook).get_hookimpls()[0].function) for hook in registry.EXERCISE_HOOKS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -18,7 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from grader.book import RNNModelScratch, SeqDataLoader, Vocab, encode, sgd
+from grader.book import RNNModelScratch, SeqDataLoader, sgd
+from grader.corpus import vocab_and_ids
 from grader.fixtures import first_of
 
 
@@ -26,7 +28,8 @@ from grader.fixtures import first_of
 class Setup:
     """A seeded training problem, small enough to send as JSON."""
 
-    corpus: dict  # {"markov": [num_chars, seed]} or {"tokens": [...], "ids": [...]}
+    #: a corpus spec (grader.corpus): {"markov": [num_chars, seed]} or {"tokens": [...], "ids": [...]}
+    corpus: dict
     num_hiddens: int = 32
     batch_size: int = 16
     num_steps: int = 16
@@ -36,29 +39,6 @@ class Setup:
     def to_params(self) -> dict:
         return dict(corpus=self.corpus, num_hiddens=self.num_hiddens, batch_size=self.batch_size,
                     num_steps=self.num_steps, lr=self.lr, seed=self.seed)
-
-
-def corpus_spec_markov(num_chars: int, seed: int) -> dict:
-    return {"markov": [num_chars, seed]}
-
-
-def corpus_spec_text(text: str, num_chars: Optional[int] = None) -> dict:
-    """A text corpus: the vocabulary of the whole text, the first ``num_chars`` characters to train on."""
-    vocab = Vocab(list(text))
-    return {"tokens": vocab.idx_to_token, "ids": encode(text[:num_chars], vocab)}
-
-
-def vocab_and_ids(spec: dict) -> tuple[Vocab, list[int]]:
-    if "markov" in spec:
-        from grader.corpus import markov_corpus
-
-        text = markov_corpus(*spec["markov"]).text
-        vocab = Vocab(list(text))
-        return vocab, encode(text, vocab)
-    vocab = Vocab([])
-    vocab.idx_to_token = list(spec["tokens"])
-    vocab.token_to_idx = {tok: i for i, tok in enumerate(vocab.idx_to_token)}
-    return vocab, list(spec["ids"])
 
 
 def make_net(vocab_size: int, num_hiddens: int, seed: int, hooks: dict[str, Callable],
@@ -249,8 +229,6 @@ def run_training(
     keep_params: bool = False,
 ) -> dict:
     """Train a fresh scratch model with ``train_epoch`` and return what was observed."""
-    import time
-
     vocab, ids = vocab_and_ids(setup.corpus)
     log = Log()
     net = RecordingNet(make_net(len(vocab), setup.num_hiddens, setup.seed, hooks), log)

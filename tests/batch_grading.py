@@ -40,10 +40,10 @@ def build(folder: Path, files: dict) -> Path:
 
 def grade_many(runner: Any, root: Path, cases: dict[str, dict], workers: Optional[int] = None) -> dict[str, Any]:
     """``{name: GradingReport, or the exception grading raised}`` for each ``{name: files}``."""
-    from grader import engine
+    from grader.judge import engine
     from grader.config import RunConfig
     from grader.plugins import get_plugin_manager
-    from grader.pool import Runner
+    from grader.judge.runners import Runner
 
     pm = get_plugin_manager()
     config = RunConfig()  # as the ``grading`` fixture grades

@@ -18,7 +18,7 @@ SHARED_CORPUS = REPO.parent / "shared" / "data" / "timemachine.txt"
 def runner():
     import torch
 
-    from grader.pool import Runner
+    from grader.judge.runners import Runner
 
     torch.set_num_threads(1)
     with Runner() as r:
@@ -29,7 +29,7 @@ def runner():
 @pytest.fixture(scope="session")
 def grading(runner):
     """``grading(folder, config=None) -> GradingReport`` with the built-in checks."""
-    from grader import engine
+    from grader.judge import engine
     from grader.config import RunConfig
     from grader.plugins import get_plugin_manager
 

@@ -259,7 +259,7 @@ def test_network_connections_are_blocked(grading, submission, sandboxed):
 
 
 def test_runner_processes_are_gone_after_stop():
-    from grader.pool import Runner
+    from grader.judge.runners import Runner
 
     runner = Runner()
     runner.start()

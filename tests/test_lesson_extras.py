@@ -21,7 +21,7 @@ FILE_OF = {"rnn_model": "rnn_concise.py", "sine_model": "sine_wave.py", "state_j
 @pytest.fixture(scope="module")
 def extras(runner):
     """``extras(folder) -> GradingReport`` with only the three exercises of this module (a third of the time)."""
-    from grader import engine
+    from grader.judge import engine
     from grader.config import RunConfig
     from grader.plugins import get_plugin_manager
 
@@ -165,7 +165,7 @@ def test_reference_and_skeletons(extras):
 
 
 def test_points_per_exercise():
-    from grader import engine
+    from grader.judge import engine
     from grader.config import RunConfig
     from grader.plugins import get_plugin_manager
 
@@ -179,7 +179,7 @@ def test_points_per_exercise():
 
 
 def test_new_hooks_are_known_to_the_loader_and_the_reference():
-    from grader.hookspecs import EXERCISE_HOOKS
+    from grader.registry import EXERCISE_HOOKS
     from grader.plugins import reference_hooks
 
     assert set(EXERCISE_HOOKS) >= set(EXERCISE_OF)

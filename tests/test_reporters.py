@@ -1,7 +1,7 @@
 """Tests of the built-in reporters: terminal summary, HTML report, Gradescope results.
 
 The HTML of a fixed report is compared with ``tests/gold/report.html``. After an
-intended change to the templates or to :mod:`grader.html_report`, regenerate it
+intended change to the templates or to :mod:`grader.report.html`, regenerate it
 and review the diff::
 
     GRADER_UPDATE_GOLD=1 python -m pytest tests/test_reporters.py
@@ -23,10 +23,12 @@ import pluggy
 import pytest
 
 import grader
-from grader import gradescope, html_report, hookspecs, terminal
+from grader import hookspecs
+from grader.report import gradescope, terminal
+from grader.report import html as html_report
 from grader.config import RunConfig
-from grader.html_report import line_chart, nice_ticks, render_html, templates_dir, write_html
-from grader.reporting import fmt_points, one_line
+from grader.report.html import line_chart, nice_ticks, render_html, templates_dir, write_html
+from grader.report.formatting import fmt_points, one_line
 from grader.results import (
     ERROR,
     FAILED,
@@ -38,7 +40,7 @@ from grader.results import (
     FileProblem,
     GradingReport,
 )
-from grader.terminal import TerminalReporter, format_summary
+from grader.report.terminal import TerminalReporter, format_summary
 
 GOLD = Path(__file__).parent / "gold" / "report.html"
 SCRIPT = "<script>alert(1)</script>"

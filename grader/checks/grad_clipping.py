@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from grader import hookimpl
-from grader.checks.base import Check, Exercise
+from grader.definitions import Check, Probe
 from grader.results import Verdict
 from grader.wire import TensorData
 
@@ -24,8 +26,6 @@ SHAPES = [(6, 4), (4,), (4, 3), (3,)]
 
 def make_grads(case: str) -> tuple[list, float]:
     """Gradients with a known joint norm for ``case``, plus theta."""
-    import torch
-
     _, theta, multiple, equal = CASES[case]
     g = torch.Generator().manual_seed(sorted(CASES).index(case) + 3)
     grads = [torch.randn(*shape, generator=g) for shape in SHAPES]
@@ -50,11 +50,6 @@ class ScratchModel:
 
 
 def probe_clip(ctx, case: str) -> Any:
-    import torch
-    from torch import nn
-
-    from grader.fixtures import student_hook
-
     grads, theta = make_grads(case)
     g = torch.Generator().manual_seed(99)
     values = [torch.randn(*shape, generator=g) for shape in SHAPES]
@@ -73,7 +68,7 @@ def probe_clip(ctx, case: str) -> Any:
             p.grad = gr.clone()
         net = ScratchModel(params)
     before = [p.detach().clone() for p in params]
-    student_hook(ctx, "grad_clipping")(net, theta)
+    ctx.student("grad_clipping")(net, theta)
     if kind == "module":
         params = [net[0].weight, net[0].bias, net[2].weight, net[2].bias]
         grads_after = [params[0].grad.T, params[1].grad, params[2].grad.T, params[3].grad]
@@ -156,15 +151,9 @@ def _diagnose(given: list, got: list, norm: float, new_norm: float, theta: float
 
 
 @hookimpl
-def grader_exercises():
-    return [Exercise(EXERCISE, "Gradient clipping", ("grad_clipping",),
-                     "rescale all gradients together so their joint L2 norm is at most θ")]
-
-
-@hookimpl
 def grader_checks(config):
     def clip(name: str, title: str, points: float) -> Check:
-        return Check(EXERCISE, name, title, "grad_clipping", points, probe_clip, judge_clip, dict(case=name))
+        return Check(EXERCISE, name, title, points, Probe("grad_clipping", probe_clip, dict(case=name)), judge_clip)
 
     return [
         clip("above", "gradients above θ are rescaled to norm θ, direction kept (nn.Module)", 3),

@@ -15,9 +15,14 @@ from typing import Any
 
 import numpy as np
 
+import torch
+
 from grader import hookimpl
-from grader.checks.base import Check, Exercise
 from grader.compare import FLOAT32_EPS, check_allclose, check_tensor_meta, recurrence_tolerance
+from grader.definitions import Check, Probe
+from grader.figures import rounded
+from grader.hints import with_device_hint
+from grader.plugins import reference_hooks
 from grader.results import ERROR, Verdict
 from grader.wire import TensorData
 
@@ -37,8 +42,6 @@ RTOL = 32 * FLOAT32_EPS
 
 def jacobian_case(seed: int, num_hiddens: int, scale: float) -> dict:
     """``h``, the input's contribution ``xw``, ``W_hh`` and ``h_next = tanh(xw + h W_hh)``, float32."""
-    import torch
-
     g = torch.Generator().manual_seed(seed)
     H = num_hiddens
     h = torch.tanh(torch.randn(H, generator=g))
@@ -49,8 +52,6 @@ def jacobian_case(seed: int, num_hiddens: int, scale: float) -> dict:
 
 def chain_case(seed: int, num_hiddens: int, num_steps: int, gain: float) -> dict:
     """A trajectory ``h_{t+1} = tanh(xw_t + h_t W)`` from ``h_0 = 0``; W has entries N(0, gain² / H)."""
-    import torch
-
     g = torch.Generator().manual_seed(seed)
     H = num_hiddens
     W = torch.randn(H, H, generator=g) * gain / math.sqrt(H)
@@ -63,8 +64,6 @@ def chain_case(seed: int, num_hiddens: int, num_steps: int, gain: float) -> dict
 
 def chain_products(jacobian: Any, seed: int, num_hiddens: int, num_steps: int, gains: list) -> dict:
     """For each gain: log10 of the spectral norm of ``J_t ⋯ J_1`` after each step, and the final product."""
-    import torch
-
     out = {}
     for gain in gains:
         case = chain_case(seed, num_hiddens, num_steps, gain)
@@ -87,23 +86,16 @@ def chain_products(jacobian: Any, seed: int, num_hiddens: int, num_steps: int, g
 
 def probe_jacobian(ctx, cases: list, chain: dict, devices: list) -> Any:
     """Every check of the exercise reads its part of this one run (one process start instead of two)."""
-    import torch
-
-    from grader.fixtures import student_hook
-    from grader.nets import attempt
-
-    jacobian = student_hook(ctx, "state_jacobian")
+    jacobian = ctx.student("state_jacobian")
     out: dict[str, Any] = {"cases": _case_runs(jacobian, cases, "cpu")}
     if all(isinstance(r["J"], torch.Tensor) for r in out["cases"]):
-        out["chain"] = attempt(ctx, lambda: chain_products(jacobian, **chain))
-    out["devices"] = {device: attempt(ctx, lambda device=device: {"cases": _case_runs(jacobian, cases[:1], device)})
+        out["chain"] = ctx.attempt(lambda: chain_products(jacobian, **chain))
+    out["devices"] = {device: ctx.attempt(lambda device=device: {"cases": _case_runs(jacobian, cases[:1], device)})
                       for device in devices}
     return out
 
 
 def _case_runs(jacobian: Any, cases: list, device: str) -> list:
-    import torch
-
     dev = torch.device(device)
     results = []
     for case in cases:
@@ -120,11 +112,13 @@ def _case_runs(jacobian: Any, cases: list, device: str) -> list:
 # ----------------------------------------------------------------- reference
 
 
-@lru_cache(maxsize=16)
 def reference_jacobian(seed: int, num_hiddens: int, scale: float) -> np.ndarray:
-    """Autograd's Jacobian of ``h -> tanh(xw + h W)`` at the case's ``h``."""
-    import torch
+    """Autograd's Jacobian of ``h -> tanh(xw + h W)`` at the case's ``h``, computed once."""
+    return _reference_jacobian(seed, num_hiddens, scale)
 
+
+@lru_cache(maxsize=16)
+def _reference_jacobian(seed: int, num_hiddens: int, scale: float) -> np.ndarray:
     data = jacobian_case(seed, num_hiddens, scale)
     J = torch.autograd.functional.jacobian(lambda h: torch.tanh(data["xw"] + h @ data["W"]), data["h"])
     return J.numpy().astype(np.float32)
@@ -132,10 +126,7 @@ def reference_jacobian(seed: int, num_hiddens: int, scale: float) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def _reference_chain(seed: int, num_hiddens: int, num_steps: int, gains: tuple) -> dict:
-    from grader.plugins import get_reference_manager
-
-    hook = get_reference_manager().hook.state_jacobian
-    products = chain_products(lambda h, W: hook(h_next=h, W_hh=W), seed, num_hiddens, num_steps, list(gains))
+    products = chain_products(reference_hooks()["state_jacobian"], seed, num_hiddens, num_steps, list(gains))
     for gain in gains:
         products[str(gain)]["product"] = products[str(gain)]["product"].numpy()
     return products
@@ -143,8 +134,6 @@ def _reference_chain(seed: int, num_hiddens: int, num_steps: int, gains: tuple) 
 
 def autograd_chain(seed: int, num_hiddens: int, num_steps: int, gain: float) -> np.ndarray:
     """Autograd's ``d h_T / d h_0`` through the unrolled recurrence (what the reference's product equals; tests hold it to that)."""
-    import torch
-
     case = chain_case(seed, num_hiddens, num_steps, gain)
 
     def unrolled(h0):
@@ -178,8 +167,6 @@ def judge_shape(observed: Any, cases: list, **_: Any) -> Verdict:
 
 
 def judge_device(observed: Any, cases: list, *, device: str, **_: Any) -> Verdict:
-    from grader.nets import with_device_hint
-
     run = observed["devices"][device]
     if "error" in run:
         return with_device_hint(Verdict(ERROR, f"state_jacobian raised {run['error']}"), device)
@@ -255,7 +242,7 @@ def judge_chain(observed: Any, cases: list, chain: dict, **_: Any) -> Verdict:
                        "y": got[str(gain)]["log_norms"]})
     figure = {"series": series, "title": "norm of the product of your Jacobians, J_t ⋯ J_1, for three scales of W_hh",
               "xlabel": "time steps back-propagated", "ylabel": "log10 of the spectral norm"}
-    summary = {f"log10 norm after {chain['num_steps']} steps, gain {gain:g}": _round(got[str(gain)]["log_norms"][-1])
+    summary = {f"log10 norm after {chain['num_steps']} steps, gain {gain:g}": rounded(got[str(gain)]["log_norms"][-1], 2)
                for gain in chain["gains"]}
     figures = {"Jacobian products": figure, **summary}
     for gain in chain["gains"]:
@@ -275,7 +262,7 @@ def judge_chain(observed: Any, cases: list, chain: dict, **_: Any) -> Verdict:
                 f"J_{chain['num_steps']} ⋯ J_1, does not give autograd's d h_{chain['num_steps']} / d h_0 "
                 f"(relative error {error:.3g}); each factor must be diag(1 - h_(t+1)²) @ W_hh.T", figures=figures)
     last = {gain: got[str(gain)]["log_norms"][-1] for gain in chain["gains"]}
-    trend = ", ".join(f"gain {g:g}: 10^{_round(v)}" for g, v in last.items())
+    trend = ", ".join(f"gain {g:g}: 10^{rounded(v, 2)}" for g, v in last.items())
     return Verdict.passed(f"the product of your Jacobians over {chain['num_steps']} steps equals autograd's "
                           f"d h_T / d h_0 ({trend})", figures=figures)
 
@@ -288,30 +275,25 @@ def _first_case_problem(observed: Any, cases: list, device: str) -> str | None:
     return None
 
 
-def _round(value: Any) -> Any:
-    return round(value, 2) if isinstance(value, float) and math.isfinite(value) else str(value)
-
-
 # ----------------------------------------------------------------- registration
 
 
-@hookimpl
-def grader_exercises():
-    return [Exercise(EXERCISE, "Gradient flow through time", ("state_jacobian",),
-                     "the Jacobian of one recurrent step, and why its product over time vanishes or explodes")]
+def _references(cases: list, chain: dict) -> None:
+    """Everything the judges compare with, computed once."""
+    for case in cases:
+        reference_jacobian(**case)
+    reference_chain(**chain)
 
 
 @hookimpl
 def grader_checks(config):
-    devices = ["meta", *config.extra_devices]
-    params = dict(cases=[dict(c) for c in CASES], chain=dict(CHAIN), devices=devices)
-    for case in CASES:  # now: planning overlaps the runner's start-up (see cli.run)
-        reference_jacobian(**case)
-    reference_chain(**CHAIN)
+    params = dict(cases=[dict(c) for c in CASES], chain=dict(CHAIN), devices=list(config.devices))
+    # one run for every check: each reads its part of it
+    run = Probe("state_jacobian", probe_jacobian, params,
+                reference=functools.partial(_references, params["cases"], params["chain"]))
 
     def check(name, title, points, judge, **kw):
-        # identical requests share one run: every check of the exercise reads its part of it
-        return Check(EXERCISE, name, title, "state_jacobian", points, probe_jacobian, judge, params, **kw)
+        return Check(EXERCISE, name, title, points, run, judge, **kw)
 
     checks = [
         check("jacobian.shape", "state_jacobian returns an (H, H) float32 tensor", 2, judge_shape),
@@ -320,7 +302,7 @@ def grader_checks(config):
               explains="Back-propagation through time multiplies one such Jacobian per step; its norm vanishes or "
                        "explodes geometrically with the scale of W_hh, which is why gradients are clipped."),
     ]
-    for device in devices:
+    for device in config.devices:
         checks.append(check(f"device.{device}", f"state_jacobian keeps the result on the inputs' device ({device})",
-                            1 / len(devices), functools.partial(judge_device, device=device)))
+                            1 / len(config.devices), functools.partial(judge_device, device=device)))
     return checks

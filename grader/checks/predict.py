@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import ast
+import functools
+import json
 from functools import lru_cache
 from typing import Any
 
+import torch
+
 from grader import hookimpl
-from grader.checks.base import Check, Exercise
 from grader.checks.reference_runs import default_setup, reference_training
+from grader.corpus import corpus_spec, vocab_and_ids
+from grader.definitions import Check, Probe
+from grader.fixtures import first_of
+from grader.plugins import reference_hooks
 from grader.results import Verdict
+from grader.training import make_net
 
 EXERCISE = "predict"
 
@@ -26,13 +35,9 @@ def trained_model(corpus: dict) -> dict:
 
 @lru_cache(maxsize=4)
 def _trained_model(key: str) -> dict:
-    import ast
-
     corpus = ast.literal_eval(key)
     setup = default_setup(corpus)
     run = reference_training(setup)
-    from grader.training import vocab_and_ids
-
     vocab, _ = vocab_and_ids(corpus)
     return {
         "params": [p.tolist() for p in run["params"]],
@@ -42,10 +47,6 @@ def _trained_model(key: str) -> dict:
 
 
 def _build(model: dict, hooks: dict):
-    import torch
-
-    from grader.training import make_net, vocab_and_ids
-
     vocab, _ = vocab_and_ids({"tokens": model["tokens"], "ids": []})
     params = [torch.tensor(p, dtype=torch.float32).requires_grad_(True) for p in model["params"]]
     net = make_net(len(vocab), model["num_hiddens"], 0, hooks, params=params)
@@ -63,18 +64,12 @@ class _TracingNet:
         self._last = None  # the state the previous call returned
 
     def begin_state(self, batch_size=1, device=None, **kwargs):
-        import torch
-
         self.begin_states += 1
         state = self.net.begin_state(batch_size=batch_size, device=device)
         self._begun = state[0].detach().clone() if isinstance(state[0], torch.Tensor) else None
         return state
 
     def __call__(self, X, state):
-        import torch
-
-        from grader.fixtures import first_of
-
         def same(h, t):
             return isinstance(h, torch.Tensor) and t is not None and h.shape == t.shape and bool(torch.equal(h.detach(), t))
 
@@ -90,15 +85,11 @@ class _TracingNet:
 
 
 def probe_predict(ctx, model: dict, cases: list) -> Any:
-    import torch
-
-    from grader.fixtures import student_hook
-
     results = []
     for prefix, num_preds in cases:
         net, vocab = _build(model, ctx.reference)
         traced = _TracingNet(net)
-        text = student_hook(ctx, "predict")(prefix, num_preds, traced, vocab, torch.device("cpu"))
+        text = ctx.student("predict")(prefix, num_preds, traced, vocab, torch.device("cpu"))
         results.append({
             "text": text if isinstance(text, str) else None,
             "kind": type(text).__name__,
@@ -110,24 +101,17 @@ def probe_predict(ctx, model: dict, cases: list) -> Any:
 
 @lru_cache(maxsize=8)
 def _reference_texts(model_key: str, cases_key: str) -> list[str]:
-    import json
-
-    import torch
-
-    from grader.plugins import get_reference_manager, reference_hooks
-
     model, cases = json.loads(model_key), json.loads(cases_key)
-    predict = get_reference_manager().hook.predict
+    hooks = reference_hooks()
     texts = []
     for prefix, num_preds in cases:
-        net, vocab = _build(model, reference_hooks())
-        texts.append(predict(prefix=prefix, num_preds=num_preds, net=net, vocab=vocab, device=torch.device("cpu")))
+        net, vocab = _build(model, hooks)
+        texts.append(hooks["predict"](prefix, num_preds, net, vocab, torch.device("cpu")))
     return texts
 
 
 def reference_texts(model: dict, cases: list) -> list[str]:
-    import json
-
+    """The reference's greedy text for each ``[prefix, num_preds]`` case, computed once."""
     return _reference_texts(json.dumps(model), json.dumps(cases))
 
 
@@ -205,22 +189,14 @@ def _decode(ids: list, tokens: list[str]) -> str:
 
 
 @hookimpl
-def grader_exercises():
-    return [Exercise(EXERCISE, "Greedy prediction", ("predict",),
-                     "warm the state up on a prefix, then generate characters one argmax at a time")]
-
-
-@hookimpl
 def grader_checks(config):
-    from grader.checks.train_epoch import corpus_spec
-
+    # the reference model is the input here: the student's predict generates from it
     model = trained_model(corpus_spec(config))
-    params = dict(model=model, cases=_cases(model["tokens"]))
+    cases = _cases(model["tokens"])
+    run = Probe("predict", probe_predict, dict(model=model, cases=cases),
+                reference=functools.partial(reference_texts, model, cases))
     return [
-        Check(EXERCISE, "text", "generates the reference's greedy text on a trained model", "predict", 5,
-              probe_predict, judge_text, params),
-        Check(EXERCISE, "length", "returns the prefix plus exactly num_preds characters", "predict", 2,
-              probe_predict, judge_length, params),
-        Check(EXERCISE, "state", "feeds the prefix and carries the state from call to call", "predict", 3,
-              probe_predict, judge_state, params),
+        Check(EXERCISE, "text", "generates the reference's greedy text on a trained model", 5, run, judge_text),
+        Check(EXERCISE, "length", "returns the prefix plus exactly num_preds characters", 2, run, judge_length),
+        Check(EXERCISE, "state", "feeds the prefix and carries the state from call to call", 3, run, judge_state),
     ]

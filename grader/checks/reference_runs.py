@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 
-from grader.training import Setup
+import torch
+
+from grader.plugins import reference_hooks
+from grader.training import Setup, run_training
 
 #: the seeded training budget every perplexity comparison uses
 EPOCHS = 8
@@ -26,19 +29,7 @@ def reference_training(setup: Setup, epochs: int = EPOCHS, **options) -> dict:
 
 @lru_cache(maxsize=16)
 def _reference_training(setup_json: str, epochs: int, options_json: str) -> dict:
-    import torch
-
-    from grader.plugins import get_reference_manager, reference_hooks
-    from grader.training import run_training
-
     hooks = reference_hooks()
-    train_epoch = get_reference_manager().hook.train_epoch
     setup = Setup(**json.loads(setup_json))
     torch.set_num_threads(1)
-
-    def call(net, train_iter, loss, updater, device, use_random_iter):
-        return train_epoch(net=net, train_iter=train_iter, loss=loss, updater=updater, device=device,
-                           use_random_iter=use_random_iter)
-
-    result = run_training(call, hooks, setup, epochs, keep_params=True, **json.loads(options_json))
-    return result
+    return run_training(hooks["train_epoch"], hooks, setup, epochs, keep_params=True, **json.loads(options_json))

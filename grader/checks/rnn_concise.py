@@ -19,11 +19,20 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from grader import hookimpl
-from grader.checks.base import Check, Exercise
+from grader.book import SeqDataLoader, sgd
+from grader.checks.rnn_scratch import reference_rnn
 from grader.compare import check_allclose, check_tensor_meta, recurrence_tolerance
-from grader.nets import hidden_size_mismatch
+from grader.corpus import corpus_facts, corpus_spec, vocab_and_ids
+from grader.definitions import Check, Probe
+from grader.figures import perplexity_chart
+from grader.fixtures import rnn_case
+from grader.hints import hidden_size_mismatch, with_device_hint
+from grader.nets import linear_values, output_layer, set_output_layer, state_record, unregistered, uses_layer
+from grader.plugins import reference_hooks
 from grader.results import ERROR, Verdict
 from grader.wire import TensorData
 
@@ -50,9 +59,6 @@ NUM_PREDS = 12
 
 def make_layer(kind: str, vocab_size: int, num_hiddens: int, num_layers: int, bidirectional: bool, seed: int):
     """A time-major torch recurrent layer with seeded parameters (PyTorch's own scale)."""
-    import torch
-    from torch import nn
-
     layer = getattr(nn, kind)(vocab_size, num_hiddens, num_layers=num_layers, bidirectional=bidirectional)
     g = torch.Generator().manual_seed(seed)
     bound = 1 / math.sqrt(num_hiddens)
@@ -64,8 +70,6 @@ def make_layer(kind: str, vocab_size: int, num_hiddens: int, num_layers: int, bi
 
 def layer_inputs(spec: dict, vocab_size: int, num_hiddens: int, num_steps: int, batch_size: int) -> dict:
     """Seeded tokens (B, T) and a non-zero starting state in the layer kind's format."""
-    import torch
-
     g = torch.Generator().manual_seed(spec["seed"] + 1000)
     rows = (2 if spec["bidirectional"] else 1) * spec["num_layers"]
     tokens = torch.randint(vocab_size, (batch_size, num_steps), generator=g)
@@ -78,11 +82,6 @@ def layer_inputs(spec: dict, vocab_size: int, num_hiddens: int, num_steps: int, 
 
 def scratch_layer(seed: int, vocab_size: int, num_hiddens: int, num_steps: int, batch_size: int, nonzero_state: bool):
     """An nn.RNN holding the scratch case's parameters, the read-out's weights, tokens (B, T) and state (1, B, H)."""
-    import torch
-    from torch import nn
-
-    from grader.fixtures import rnn_case
-
     case = rnn_case(seed, vocab_size, num_hiddens, num_steps, batch_size, nonzero_state)
     W_xh, W_hh, b_h, W_hq, b_q = case["params"]
     layer = nn.RNN(vocab_size, num_hiddens)
@@ -97,10 +96,6 @@ def scratch_layer(seed: int, vocab_size: int, num_hiddens: int, num_steps: int, 
 
 def _wire(model: Any, layer: Any, in_features: int, vocab_size: int) -> tuple[Any, str | None]:
     """The model's read-out, or what keeps the grader from setting its weights."""
-    from torch import nn
-
-    from grader.nets import output_layer, unregistered, uses_layer
-
     if not isinstance(model, nn.Module):
         return None, f"rnn_model should return an nn.Module, but returned a {type(model).__name__}"
     if not uses_layer(model, layer):
@@ -114,10 +109,6 @@ def _wire(model: Any, layer: Any, in_features: int, vocab_size: int) -> tuple[An
 
 
 def _forward(model: Any, tokens: Any, state: Any) -> dict:
-    import torch
-
-    from grader.nets import state_record
-
     result = model(tokens, state)
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         return {"kind": type(result).__name__}
@@ -132,22 +123,15 @@ def _forward(model: Any, tokens: Any, state: Any) -> dict:
 def probe_concise(ctx, scratch: dict, layers: dict, case: dict, devices: list, device_layers: list, device_case: dict,
                   train: dict) -> Any:
     """Every check of the exercise reads its part of this one run (one process start instead of five)."""
-    from grader.fixtures import student_hook
-    from grader.nets import attempt
-
-    rnn_model = student_hook(ctx, "rnn_model")
+    rnn_model = ctx.student("rnn_model")
     out = {"cpu": _model_runs(ctx, rnn_model, scratch, layers, case, "cpu")}
     out["devices"] = {device: _model_runs(ctx, rnn_model, None, {k: layers[k] for k in device_layers}, device_case, device)
                       for device in devices}
-    out["train"] = attempt(ctx, lambda: train_and_predict(rnn_model, ctx.reference, **train))
+    out["train"] = ctx.attempt(lambda: train_and_predict(rnn_model, ctx.reference, **train))
     return out
 
 
 def _model_runs(ctx, rnn_model: Any, scratch: Any, layers: dict, case: dict, device: str) -> dict:
-    import torch
-
-    from grader.nets import attempt, linear_values, set_output_layer, state_record
-
     dev = torch.device(device)
     out: dict[str, Any] = {}
     if scratch:
@@ -160,7 +144,7 @@ def _model_runs(ctx, rnn_model: Any, scratch: Any, layers: dict, case: dict, dev
             set_output_layer(found, *built["linear"])
             tokens = built["tokens"].clone()
             with torch.no_grad():
-                run = attempt(ctx, lambda: _forward(model, tokens, built["state"].clone()))
+                run = ctx.attempt(lambda: _forward(model, tokens, built["state"].clone()))
             out["scratch"] = dict(run, untouched=bool(torch.equal(tokens, built["tokens"])))
     for name, spec in layers.items():
         V, H, B = case["vocab_size"], case["num_hiddens"], case["batch_size"]
@@ -171,19 +155,19 @@ def _model_runs(ctx, rnn_model: Any, scratch: Any, layers: dict, case: dict, dev
         if found:
             set_output_layer(found, *linear_values(spec["seed"], D * H, V))
         if isinstance(model, torch.nn.Module) and device != "cpu":
-            moved = attempt(ctx, lambda: model.to(dev))
+            moved = ctx.attempt(lambda: model.to(dev))
             if isinstance(moved, dict) and "error" in moved:
                 problem = problem or f"model.to('{device}') raised {moved['error']}"
         entry: dict[str, Any] = {"problem": problem} if problem else {}
         # begin_state needs no read-out, so it is judged even when the read-out could not be set
-        entry["begin"] = attempt(ctx, lambda: state_record(model.begin_state(device=dev, batch_size=B)))
+        entry["begin"] = ctx.attempt(lambda: state_record(model.begin_state(device=dev, batch_size=B)))
         if problem:
             out[name] = entry
             continue
         inputs = layer_inputs(spec, **case)
         state = tuple(s.to(dev) for s in inputs["state"]) if isinstance(inputs["state"], tuple) else inputs["state"].to(dev)
         with torch.no_grad():
-            entry["forward"] = attempt(ctx, lambda: _forward(model, inputs["tokens"].to(dev), state))
+            entry["forward"] = ctx.attempt(lambda: _forward(model, inputs["tokens"].to(dev), state))
         out[name] = entry
     return out
 
@@ -193,16 +177,11 @@ def _model_runs(ctx, rnn_model: Any, scratch: Any, layers: dict, case: dict, dev
 
 @lru_cache(maxsize=8)
 def _reference_layer(name: str, spec_json: str, case_json: str) -> dict:
-    import torch
-
-    from grader.nets import linear_values, output_layer, set_output_layer
-    from grader.plugins import get_reference_manager
-
     spec, case = json.loads(spec_json), json.loads(case_json)
     V, H = case["vocab_size"], case["num_hiddens"]
     D = 2 if spec["bidirectional"] else 1
     layer = make_layer(spec["kind"], V, H, spec["num_layers"], spec["bidirectional"], spec["seed"])
-    model = get_reference_manager().hook.rnn_model(rnn_layer=layer, vocab_size=V)
+    model = reference_hooks()["rnn_model"](layer, V)
     found, _ = output_layer(model, layer, D * H, V)
     set_output_layer(found, *linear_values(spec["seed"], D * H, V))
     inputs = layer_inputs(spec, **case)
@@ -274,8 +253,6 @@ def _close(ref: np.ndarray, got: TensorData, rtol: float, atol: float) -> bool:
 
 
 def judge_scratch(observed: Any, scratch: dict, **_: Any) -> Verdict:
-    from grader.checks.rnn_scratch import reference_rnn
-
     run = observed["cpu"]["scratch"]
     T, B, V, H = scratch["num_steps"], scratch["batch_size"], scratch["vocab_size"], scratch["num_hiddens"]
     problem = _outputs_problem(run, T, B, V, "cpu", "with a single nn.RNN layer")
@@ -390,8 +367,6 @@ def _layers(observed: dict, layers: dict, case: dict, device: str) -> Verdict:
 
 
 def judge_device(observed: Any, layers: dict, device_layers: list, device_case: dict, *, device: str, **_: Any) -> Verdict:
-    from grader.nets import with_device_hint
-
     chosen = {k: layers[k] for k in device_layers}
     verdict = _begin_state(observed["devices"][device], chosen, device_case, device)
     if verdict.status == "passed":
@@ -404,13 +379,6 @@ def judge_device(observed: Any, layers: dict, device_layers: list, device_case: 
 
 def train_and_predict(rnn_model: Any, hooks: dict, setup: dict, epochs: int, num_preds: int) -> dict:
     """Train a model around a seeded nn.RNN with the reference's loop, then generate with the reference's predict."""
-    import torch
-    from torch import nn
-
-    from grader.book import SeqDataLoader, sgd
-    from grader.nets import linear_values, set_output_layer
-    from grader.training import vocab_and_ids
-
     vocab, ids = vocab_and_ids(setup["corpus"])
     V, H = len(vocab), setup["num_hiddens"]
     layer = make_layer("RNN", V, H, 1, False, setup["seed"])
@@ -439,35 +407,28 @@ def train_and_predict(rnn_model: Any, hooks: dict, setup: dict, epochs: int, num
 
 @lru_cache(maxsize=4)
 def _reference_training(setup_json: str, epochs: int, num_preds: int) -> dict:
-    import torch
-
-    from grader.plugins import get_reference_manager, reference_hooks
-
     torch.set_num_threads(1)  # as in the runner, so the reference's floats are reproducible
-    hook = get_reference_manager().hook.rnn_model
-    return train_and_predict(lambda layer, V: hook(rnn_layer=layer, vocab_size=V), reference_hooks(),
-                             json.loads(setup_json), epochs, num_preds)
+    hooks = reference_hooks()
+    return train_and_predict(hooks["rnn_model"], hooks, json.loads(setup_json), epochs, num_preds)
+
+
+def reference_training(setup: dict, epochs: int, num_preds: int) -> dict:
+    """The reference model trained by the reference's loop, its perplexities and its text, computed once."""
+    return _reference_training(json.dumps(setup, sort_keys=True), epochs, num_preds)
 
 
 def judge_train(observed: Any, train: dict, **_: Any) -> Verdict:
-    from grader.checks.train_epoch import corpus_facts
-
     setup, epochs, num_preds = train["setup"], train["epochs"], train["num_preds"]
     observed = observed["train"]
     if "error" in observed:
         return Verdict(ERROR, f"training with the reference's train_epoch raised {observed['error']}")
     if "problem" in observed:
         return Verdict.failed(observed["problem"])
-    ref = _reference_training(json.dumps(setup, sort_keys=True), epochs, num_preds)
+    ref = reference_training(setup, epochs, num_preds)
     got, want = observed["perplexities"], ref["perplexities"]
-    facts = corpus_facts(setup["corpus"])
-    figure = {"series": [
-        {"label": "yours", "x": list(range(1, len(got) + 1)), "y": [v if math.isfinite(v) else None for v in got]},
-        {"label": "reference", "x": list(range(1, len(want) + 1)), "y": want},
-    ], "title": "perplexity per epoch: the grader's training loop on your model", "xlabel": "epoch", "ylabel": "perplexity"}
-    if facts["min_perplexity"]:
-        figure["series"].append({"label": "lowest possible", "x": [1, len(want)], "y": [facts["min_perplexity"]] * 2})
-    figures = {"perplexity": figure}
+    figures = {"perplexity": perplexity_chart(got, want, corpus_facts(setup["corpus"])["min_perplexity"],
+                                              "perplexity per epoch: the grader's training loop on your model",
+                                              xlabel="epoch", ylabel="perplexity")}
     final, target = got[-1], want[-1]
     low, high = target * (1 - BAND), target * (1 + BAND)
     if not math.isfinite(final) or not low <= final <= high:
@@ -486,53 +447,37 @@ def judge_train(observed: Any, train: dict, **_: Any) -> Verdict:
 # ----------------------------------------------------------------- registration
 
 
-def _prepare(params: dict) -> None:
-    """Compute the judges' references now: planning overlaps the runner's start-up (see ``cli.run``)."""
-    from grader.checks.rnn_scratch import reference_rnn
-
+def _references(params: dict) -> None:
+    """Everything the judges compare with, computed once."""
     reference_rnn(**params["scratch"])
     for name, spec in params["layers"].items():
         reference_layer(name, spec, params["case"])
         if name in params["device_layers"]:
             reference_layer(name, spec, params["device_case"])
-    train = params["train"]
-    _reference_training(json.dumps(train["setup"], sort_keys=True), train["epochs"], train["num_preds"])
-
-
-@hookimpl
-def grader_exercises():
-    return [Exercise(EXERCISE, "Concise RNN language model", ("rnn_model",),
-                     "nn.RNN plus nn.Linear: equal to the scratch model, for every kind of recurrent layer")]
+    reference_training(**params["train"])
 
 
 @hookimpl
 def grader_checks(config):
-    from grader.checks.train_epoch import corpus_spec
-
-    devices = ["meta", *config.extra_devices]
     params = dict(
         scratch=dict(SCRATCH), layers={k: dict(v) for k, v in LAYERS.items()}, case=dict(LAYER_CASE),
         # on 'meta' torch runs recurrent layers step by step in Python, so the device runs are kept short
-        devices=devices, device_layers=["deep_bi_rnn", "lstm"], device_case=dict(LAYER_CASE, num_steps=3),
+        devices=list(config.devices), device_layers=["deep_bi_rnn", "lstm"], device_case=dict(LAYER_CASE, num_steps=3),
         train=dict(setup=dict(TRAIN, corpus=corpus_spec(config)), epochs=EPOCHS, num_preds=NUM_PREDS),
     )
-    _prepare(params)
-
-    def check(name, title, points, judge):
-        # identical requests share one run: every check of the exercise reads its part of it
-        return Check(EXERCISE, name, title, "rnn_model", points, probe_concise, judge, params, timeout=20.0)
-
+    # one run for every check: each reads its part of it
+    run = Probe("rnn_model", probe_concise, params, timeout=20.0, reference=functools.partial(_references, params))
     checks = [
-        check("forward.scratch", "with the scratch parameters copied in, outputs and state equal the scratch model's", 3,
-              judge_scratch),
-        check("begin_state", "begin_state gives zeros (num_directions * num_layers, B, H); (H, C) for an LSTM", 2,
-              judge_begin_state),
-        check("layers", "deep, bidirectional, GRU and LSTM layers give the reference model's outputs and states", 2,
-              judge_layers),
-        check("train", f"the grader's train_epoch and predict run on it; perplexity after {EPOCHS} epochs within "
-                       f"{BAND:.0%} of the reference's", 2, judge_train),
+        Check(EXERCISE, "forward.scratch", "with the scratch parameters copied in, outputs and state equal the scratch "
+                                           "model's", 3, run, judge_scratch),
+        Check(EXERCISE, "begin_state", "begin_state gives zeros (num_directions * num_layers, B, H); (H, C) for an LSTM",
+              2, run, judge_begin_state),
+        Check(EXERCISE, "layers", "deep, bidirectional, GRU and LSTM layers give the reference model's outputs and "
+                                  "states", 2, run, judge_layers),
+        Check(EXERCISE, "train", f"the grader's train_epoch and predict run on it; perplexity after {EPOCHS} epochs "
+                                 f"within {BAND:.0%} of the reference's", 2, run, judge_train),
     ]
-    for device in devices:
-        checks.append(check(f"device.{device}", f"begin_state and forward stay on the device ({device})",
-                            1 / len(devices), functools.partial(judge_device, device=device)))
+    for device in config.devices:
+        checks.append(Check(EXERCISE, f"device.{device}", f"begin_state and forward stay on the device ({device})",
+                            1 / len(config.devices), run, functools.partial(judge_device, device=device)))
     return checks

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import torch
 
 from grader import hookimpl
-from grader.checks.base import Check, Exercise
 from grader.compare import check_allclose, check_tensor_meta, first_recurrent_step_off, recurrence_tolerance
+from grader.definitions import Check, Probe
+from grader.fixtures import first_of, rnn_case
+from grader.hints import Hint
+from grader.nets import state_record
+from grader.plugins import reference_hooks
 from grader.results import Verdict
 from grader.wire import TensorData
 
@@ -17,22 +23,16 @@ EXERCISE = "rnn_scratch"
 PARAM_NAMES = ("W_xh", "W_hh", "b_h", "W_hq", "b_q")
 V, H = 28, 48
 CASE = dict(seed=7, vocab_size=V, num_hiddens=H, num_steps=35, batch_size=4)
-
-
-def _devices(ctx_devices: list[str]) -> list[str]:
-    return ["meta", *ctx_devices]
+HINTS = (Hint(r"mat1 and mat2 shapes cannot be multiplied",
+              "check the matrix orientation: X (B, V) @ W_xh (V, H), H (B, H) @ W_hh (H, H)"),)
 
 
 # ----------------------------------------------------------------- get_params
 
 
 def probe_params(ctx, vocab_size: int, num_hiddens: int, device: str) -> Any:
-    import torch
-
-    from grader.fixtures import student_hook
-
     torch.manual_seed(0)
-    params = student_hook(ctx, "get_params")(vocab_size, num_hiddens, torch.device(device))
+    params = ctx.student("get_params")(vocab_size, num_hiddens, torch.device(device))
     if not isinstance(params, (list, tuple)):
         return {"kind": type(params).__name__}
     return {
@@ -96,16 +96,7 @@ def judge_params_init(observed: Any, vocab_size: int, num_hiddens: int, device: 
 
 
 def probe_state(ctx, batch_size: int, num_hiddens: int, device: str) -> Any:
-    import torch
-
-    from grader.fixtures import student_hook
-
-    state = student_hook(ctx, "init_rnn_state")(batch_size, num_hiddens, torch.device(device))
-    if isinstance(state, torch.Tensor):
-        return {"kind": "tensor", "items": [state]}
-    if isinstance(state, (tuple, list)):
-        return {"kind": type(state).__name__, "items": [s if isinstance(s, torch.Tensor) else type(s).__name__ for s in state]}
-    return {"kind": type(state).__name__, "items": []}
+    return state_record(ctx.student("init_rnn_state")(batch_size, num_hiddens, torch.device(device)))
 
 
 def judge_state(observed: Any, batch_size: int, num_hiddens: int, device: str) -> Verdict:
@@ -129,10 +120,6 @@ def judge_state(observed: Any, batch_size: int, num_hiddens: int, device: str) -
 
 def probe_rnn(ctx, seed: int, vocab_size: int, num_hiddens: int, num_steps: int, batch_size: int,
               nonzero_state: bool, device: str = "cpu", gradients: bool = False) -> Any:
-    import torch
-
-    from grader.fixtures import first_of, rnn_case, student_hook
-
     case = rnn_case(seed, vocab_size, num_hiddens, num_steps, batch_size, nonzero_state)
     dev = torch.device(device)
     params = [p.to(dev).requires_grad_(True) for p in case["params"]]
@@ -141,7 +128,7 @@ def probe_rnn(ctx, seed: int, vocab_size: int, num_hiddens: int, num_steps: int,
     inputs_before = inputs.detach().clone()  # .to(cpu) returns the same tensor, so compare with a copy
     state_before = state.detach().clone()
     params_before = [p.detach().clone() for p in params]
-    outputs, new_state = student_hook(ctx, "rnn")(inputs, (state,), params)
+    outputs, new_state = ctx.student("rnn")(inputs, (state,), params)
     result: dict[str, Any] = {
         "outputs": outputs,
         "state_kind": type(new_state).__name__,
@@ -160,17 +147,17 @@ def probe_rnn(ctx, seed: int, vocab_size: int, num_hiddens: int, num_steps: int,
     return result
 
 
-@lru_cache(maxsize=8)
 def reference_rnn(seed: int, vocab_size: int, num_hiddens: int, num_steps: int, batch_size: int, nonzero_state: bool) -> dict:
-    import torch
+    """The reference's outputs, final state and gradients on :func:`grader.fixtures.rnn_case`, computed once."""
+    return _reference_rnn(seed, vocab_size, num_hiddens, num_steps, batch_size, nonzero_state)
 
-    from grader.fixtures import rnn_case
-    from grader.plugins import get_reference_manager
 
+@lru_cache(maxsize=8)
+def _reference_rnn(seed: int, vocab_size: int, num_hiddens: int, num_steps: int, batch_size: int, nonzero_state: bool) -> dict:
     case = rnn_case(seed, vocab_size, num_hiddens, num_steps, batch_size, nonzero_state)
     params = [p.clone().requires_grad_(True) for p in case["params"]]
     state = case["state"].clone().requires_grad_(True)
-    outputs, (final,) = get_reference_manager().hook.rnn(inputs=case["inputs"], state=(state,), params=params)
+    outputs, (final,) = reference_hooks()["rnn"](case["inputs"], (state,), params)
     loss = (outputs * case["output_weights"]).sum() + (final * case["state_weights"]).sum()
     loss.backward()
     to_np = lambda t: t.detach().numpy().copy()  # noqa: E731
@@ -262,42 +249,43 @@ def _rnn_hint(step: int | None, nonzero_state: bool) -> str:
 # ----------------------------------------------------------------- registration
 
 
-@hookimpl
-def grader_exercises():
-    return [Exercise(EXERCISE, "Scratch RNN language model", ("get_params", "init_rnn_state", "rnn"),
-                     "parameters, initial state and the recurrence of the from-scratch model")]
+def _rnn_probe(case: dict) -> Probe:
+    reference = functools.partial(reference_rnn, **{k: case[k] for k in (*CASE, "nonzero_state")})
+    return Probe("rnn", probe_rnn, case, reference=reference if case.get("device", "cpu") == "cpu" else None,
+                 hints=HINTS)
 
 
 @hookimpl
 def grader_checks(config):
-    devices = list(config.extra_devices)
     size = dict(vocab_size=V, num_hiddens=256)
+    params = Probe("get_params", probe_params, dict(size, device="cpu"), hints=HINTS)
+    state = Probe("init_rnn_state", probe_state, dict(batch_size=5, num_hiddens=H, device="cpu"), hints=HINTS)
+    forward = _rnn_probe(dict(CASE, nonzero_state=False))
     checks = [
-        Check(EXERCISE, "params.shapes", "get_params returns five leaf tensors of the right shapes", "get_params", 3,
-              probe_params, judge_params_shapes, dict(size, device="cpu")),
-        Check(EXERCISE, "params.init", "get_params draws weights from N(0, 0.01²) and zeroes biases", "get_params", 3,
-              probe_params, judge_params_init, dict(size, device="cpu")),
-        Check(EXERCISE, "state.shape", "init_rnn_state returns a tuple with a zero (B, H) state", "init_rnn_state", 2,
-              probe_state, judge_state, dict(batch_size=5, num_hiddens=H, device="cpu")),
-        Check(EXERCISE, "rnn.shapes", "rnn returns (T*B, V) outputs and a (B, H) state tuple", "rnn", 2,
-              probe_rnn, judge_rnn_shapes, dict(CASE, nonzero_state=False)),
-        Check(EXERCISE, "rnn.forward", "rnn computes the reference's outputs and final state", "rnn", 7,
-              probe_rnn, judge_rnn_values, dict(CASE, nonzero_state=False)),
-        Check(EXERCISE, "rnn.carries_state", "rnn starts from the state it is given", "rnn", 3,
-              probe_rnn, judge_rnn_values, dict(CASE, seed=11, nonzero_state=True)),
-        Check(EXERCISE, "rnn.gradients", "gradients through rnn match the reference's", "rnn", 5,
-              probe_rnn, judge_rnn_values, dict(CASE, seed=13, nonzero_state=True, gradients=True)),
+        Check(EXERCISE, "params.shapes", "get_params returns five leaf tensors of the right shapes", 3,
+              params, judge_params_shapes),
+        Check(EXERCISE, "params.init", "get_params draws weights from N(0, 0.01²) and zeroes biases", 3,
+              params, judge_params_init),
+        Check(EXERCISE, "state.shape", "init_rnn_state returns a tuple with a zero (B, H) state", 2, state, judge_state),
+        Check(EXERCISE, "rnn.shapes", "rnn returns (T*B, V) outputs and a (B, H) state tuple", 2,
+              forward, judge_rnn_shapes),
+        Check(EXERCISE, "rnn.forward", "rnn computes the reference's outputs and final state", 7,
+              forward, judge_rnn_values),
+        Check(EXERCISE, "rnn.carries_state", "rnn starts from the state it is given", 3,
+              _rnn_probe(dict(CASE, seed=11, nonzero_state=True)), judge_rnn_values),
+        Check(EXERCISE, "rnn.gradients", "gradients through rnn match the reference's", 5,
+              _rnn_probe(dict(CASE, seed=13, nonzero_state=True, gradients=True)), judge_rnn_values),
     ]
-    per_device = {"get_params": 2, "init_rnn_state": 1, "rnn": 2}
-    for device in _devices(devices):
-        share = 1.0 / len(_devices(devices))
+    share = 1.0 / len(config.devices)
+    for device in config.devices:
         checks += [
             Check(EXERCISE, f"params.device.{device}", f"get_params creates every tensor on the device it is given ({device})",
-                  "get_params", per_device["get_params"] * share, probe_params, judge_params_shapes, dict(size, device=device)),
+                  2 * share, Probe("get_params", probe_params, dict(size, device=device), hints=HINTS),
+                  judge_params_shapes),
             Check(EXERCISE, f"state.device.{device}", f"init_rnn_state creates the state on the device it is given ({device})",
-                  "init_rnn_state", per_device["init_rnn_state"] * share, probe_state, judge_state,
-                  dict(batch_size=5, num_hiddens=H, device=device)),
-            Check(EXERCISE, f"rnn.device.{device}", f"rnn keeps every tensor on the inputs' device ({device})", "rnn",
-                  per_device["rnn"] * share, probe_rnn, judge_rnn_shapes, dict(CASE, nonzero_state=False, device=device)),
+                  1 * share, Probe("init_rnn_state", probe_state, dict(batch_size=5, num_hiddens=H, device=device),
+                                   hints=HINTS), judge_state),
+            Check(EXERCISE, f"rnn.device.{device}", f"rnn keeps every tensor on the inputs' device ({device})",
+                  2 * share, _rnn_probe(dict(CASE, nonzero_state=False, device=device)), judge_rnn_shapes),
         ]
     return checks

@@ -17,11 +17,15 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import torch
 
 from grader import hookimpl
-from grader.checks.base import Check, Exercise
 from grader.compare import FLOAT32_EPS, check_tensor_meta
-from grader.nets import hidden_size_mismatch
+from grader.definitions import Check, Probe
+from grader.figures import finite, rounded
+from grader.hints import hidden_size_mismatch, with_device_hint
+from grader.nets import unregistered
+from grader.plugins import reference_hooks
 from grader.results import ERROR, Verdict
 from grader.wire import TensorData
 
@@ -41,16 +45,12 @@ RTOL = 64 * FLOAT32_EPS
 
 def sine_sequence(start: float):
     """``(x, y)`` of shape (1, NUM_POINTS - 1, 1): the wave and the wave one step ahead."""
-    import torch
-
     t = torch.linspace(start, start + SPAN, NUM_POINTS)
     data = torch.sin(t).reshape(1, NUM_POINTS, 1)
     return data[:, :-1], data[:, 1:]
 
 
 def forward_inputs(seed: int, input_dim: int, hidden_dim: int, batch: int, steps: int, **_: Any) -> dict:
-    import torch
-
     g = torch.Generator().manual_seed(seed)
     return {"x": torch.randn(batch, steps, input_dim, generator=g),
             "h0": torch.tanh(torch.randn(1, batch, hidden_dim, generator=g))}
@@ -61,29 +61,22 @@ def forward_inputs(seed: int, input_dim: int, hidden_dim: int, batch: int, steps
 
 def probe_sine(ctx, forward: dict, devices: list, train: dict) -> Any:
     """Every check of the exercise reads its part of this one run (one process start instead of three)."""
-    from grader.fixtures import student_hook
-    from grader.nets import attempt
-
-    sine_model = student_hook(ctx, "sine_model")
+    sine_model = ctx.student("sine_model")
     out = {"cpu": _forward_runs(ctx, sine_model, device="cpu", **forward)}
-    out["devices"] = {device: attempt(ctx, lambda device=device: _forward_runs(ctx, sine_model, device=device, **forward))
+    out["devices"] = {device: ctx.attempt(lambda device=device: _forward_runs(ctx, sine_model, device=device, **forward))
                       for device in devices}
-    out["train"] = attempt(ctx, lambda: _train_run(sine_model, **train))
+    out["train"] = ctx.attempt(lambda: _train_run(sine_model, **train))
     return out
 
 
 def _forward_runs(ctx, sine_model: Any, seed: int, input_dim: int, hidden_dim: int, out_dim: int, batch: int, steps: int,
                   split: int, device: str) -> dict:
-    import torch
-
-    from grader.nets import attempt, unregistered
-
     torch.manual_seed(seed)
     model = sine_model(input_dim, hidden_dim, out_dim)
     if not isinstance(model, torch.nn.Module):
         return {"kind": type(model).__name__}
     dev = torch.device(device)
-    moved = attempt(ctx, lambda: model.to(dev))
+    moved = ctx.attempt(lambda: model.to(dev))
     if isinstance(moved, dict) and "error" in moved:
         return {"kind": "module", "full": {"error": f"{moved['error']} (in model.to('{device}'))"}}
     data = forward_inputs(seed, input_dim, hidden_dim, batch, steps)
@@ -99,15 +92,15 @@ def _forward_runs(ctx, sine_model: Any, seed: int, input_dim: int, hidden_dim: i
                 "kind": "pair", "y_kind": type(y).__name__, "h_kind": type(h).__name__}
 
     with torch.no_grad():
-        out["full"] = attempt(ctx, lambda: run(x, h0))
+        out["full"] = ctx.attempt(lambda: run(x, h0))
         if device != "meta":
             out["untouched"] = bool(torch.equal(x, data["x"]) and torch.equal(h0, data["h0"]))
-            out["rows"] = [attempt(ctx, lambda b=b: run(x[b:b + 1], h0[:, b:b + 1])) for b in range(batch)]
-            out["zero_h0"] = attempt(ctx, lambda: run(x, torch.zeros_like(h0)))
-            first = attempt(ctx, lambda: run(x[:, :split], h0))
+            out["rows"] = [ctx.attempt(lambda b=b: run(x[b:b + 1], h0[:, b:b + 1])) for b in range(batch)]
+            out["zero_h0"] = ctx.attempt(lambda: run(x, torch.zeros_like(h0)))
+            first = ctx.attempt(lambda: run(x[:, :split], h0))
             out["first"] = first
             if isinstance(first.get("h"), torch.Tensor):
-                out["second"] = attempt(ctx, lambda: run(x[:, split:], first["h"]))
+                out["second"] = ctx.attempt(lambda: run(x[:, split:], first["h"]))
     return out
 
 
@@ -146,8 +139,6 @@ def judge_shapes(observed: Any, forward: dict, **_: Any) -> Verdict:
 
 
 def judge_device(observed: Any, forward: dict, *, device: str, **_: Any) -> Verdict:
-    from grader.nets import with_device_hint
-
     return with_device_hint(_shapes(observed["devices"][device], device, **forward), device)
 
 
@@ -258,8 +249,6 @@ class Adam:
     """
 
     def __init__(self, params: list, lr: float, betas: tuple = (0.9, 0.999), eps: float = 1e-8):
-        import torch
-
         self.params, self.lr, self.betas, self.eps, self.steps = params, lr, betas, eps, 0
         self.moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
 
@@ -268,8 +257,6 @@ class Adam:
             p.grad = None
 
     def step(self) -> None:
-        import torch
-
         beta1, beta2 = self.betas
         self.steps += 1
         step_size = self.lr / (1 - beta1 ** self.steps)
@@ -285,8 +272,6 @@ class Adam:
 
 def train_sine(model: Any, seed: int, hidden_dim: int, iterations: int, lr: float) -> dict:
     """The lesson's loop: Adam, one sequence per step from h0 = 0; then the eval MSE over every start."""
-    import torch
-
     rng = random.Random(seed)
     optimizer = Adam(list(model.parameters()), lr=lr)
     losses = []
@@ -312,10 +297,6 @@ def train_sine(model: Any, seed: int, hidden_dim: int, iterations: int, lr: floa
 
 
 def _train_run(sine_model: Any, seed: int, input_dim: int, hidden_dim: int, out_dim: int, iterations: int, lr: float) -> dict:
-    import torch
-
-    from grader.nets import unregistered
-
     torch.manual_seed(seed)
     model = sine_model(input_dim, hidden_dim, out_dim)
     if not isinstance(model, torch.nn.Module):
@@ -332,15 +313,16 @@ def _train_run(sine_model: Any, seed: int, input_dim: int, hidden_dim: int, out_
     return dict(train_sine(model, seed, hidden_dim, iterations, lr), kind="module", unregistered=hidden)
 
 
-@lru_cache(maxsize=2)
 def reference_training(seed: int, input_dim: int, hidden_dim: int, out_dim: int, iterations: int, lr: float) -> dict:
-    import torch
+    """The reference model trained by :func:`train_sine` on the same budget, computed once."""
+    return _reference_training(seed, input_dim, hidden_dim, out_dim, iterations, lr)
 
-    from grader.plugins import get_reference_manager
 
+@lru_cache(maxsize=2)
+def _reference_training(seed: int, input_dim: int, hidden_dim: int, out_dim: int, iterations: int, lr: float) -> dict:
     torch.set_num_threads(1)  # as in the runner, so the reference's floats are reproducible
     torch.manual_seed(seed)
-    model = get_reference_manager().hook.sine_model(input_dim=input_dim, hidden_dim=hidden_dim, out_dim=out_dim)
+    model = reference_hooks()["sine_model"](input_dim, hidden_dim, out_dim)
     return train_sine(model, seed, hidden_dim, iterations, lr)
 
 
@@ -358,7 +340,7 @@ def judge_training(observed: Any, train: dict, **_: Any) -> Verdict:
         got = observed["bad_shape"]
         return Verdict.failed(f"cannot train: on one sequence of {NUM_POINTS - 1} steps the model's y has shape "
                               f"{tuple(got) if got else 'unknown'}, expected (1, {NUM_POINTS - 1}, {out_dim})")
-    ref = reference_training(**train)  # called as grader_checks did: lru_cache keys on the form of the call
+    ref = reference_training(**train)
     mse, want = observed["mse"], ref["mse"]
     limit = MSE_FACTOR * want
     x = [round(v, 4) for v in np.linspace(STARTS[0], STARTS[0] + SPAN, NUM_POINTS)[1:].tolist()]
@@ -367,14 +349,14 @@ def judge_training(observed: Any, train: dict, **_: Any) -> Verdict:
     figures = {
         "prediction": {"series": [
             {"label": "sin(t + Δt)", "x": x, "y": truth},
-            {"label": "yours", "x": x, "y": [_finite(v) for v in observed["predictions"][0]]},
+            {"label": "yours", "x": x, "y": [finite(v) for v in observed["predictions"][0]]},
             {"label": "reference", "x": x, "y": ref["predictions"][0]},
         ], "title": f"one-step-ahead prediction after {iterations} Adam steps (start 0)", "xlabel": "t", "ylabel": "value"},
         "training loss": {"series": [
-            {"label": "yours", "x": steps, "y": [_finite(v) for v in observed["loss_curve"]]},
+            {"label": "yours", "x": steps, "y": [finite(v) for v in observed["loss_curve"]]},
             {"label": "reference", "x": steps, "y": ref["loss_curve"]},
         ], "title": "training MSE (mean over each stretch of steps)", "xlabel": "Adam step", "ylabel": "MSE"},
-        "your eval MSE": _round(mse), "reference eval MSE": _round(want), "pass below": _round(limit),
+        "your eval MSE": rounded(mse, 5), "reference eval MSE": rounded(want, 5), "pass below": rounded(limit, 5),
     }
     if not (isinstance(mse, float) and math.isfinite(mse)):
         return Verdict.failed("training diverged: the eval MSE is not finite", figures=figures)
@@ -404,32 +386,17 @@ def _unregistered_note(hidden: list) -> str:
             "model.parameters() and the optimizer never trains them: assign them to attributes or use nn.ModuleList")
 
 
-def _finite(value: Any) -> Any:
-    return value if isinstance(value, float) and math.isfinite(value) else None
-
-
-def _round(value: Any) -> Any:
-    return round(value, 5) if isinstance(value, float) and math.isfinite(value) else str(value)
-
-
 # ----------------------------------------------------------------- registration
 
 
 @hookimpl
-def grader_exercises():
-    return [Exercise(EXERCISE, "Sine-wave regression with nn.RNN", ("sine_model",),
-                     "a batch-first recurrent regressor that predicts a sine wave one step ahead")]
-
-
-@hookimpl
 def grader_checks(config):
-    devices = ["meta", *config.extra_devices]
-    params = dict(forward=dict(FORWARD), devices=devices, train=dict(TRAIN))
-    reference_training(**params["train"])  # now: planning overlaps the runner's start-up (see cli.run)
+    params = dict(forward=dict(FORWARD), devices=list(config.devices), train=dict(TRAIN))
+    # one run for every check: each reads its part of it
+    run = Probe("sine_model", probe_sine, params, reference=functools.partial(reference_training, **params["train"]))
 
     def check(name, title, points, judge, **kw):
-        # identical requests share one run: every check of the exercise reads its part of it
-        return Check(EXERCISE, name, title, "sine_model", points, probe_sine, judge, params, **kw)
+        return Check(EXERCISE, name, title, points, run, judge, **kw)
 
     checks = [
         check("forward.shapes", "forward(x, h0) returns y (B, T, out_dim) and h (1, B, H)", 2, judge_shapes),
@@ -440,7 +407,7 @@ def grader_checks(config):
               judge_training, explains="The lesson's loop: Adam (lr 1e-3), one sequence per step from h0 = 0, "
                                        "a fixed seeded budget."),
     ]
-    for device in devices:
+    for device in config.devices:
         checks.append(check(f"device.{device}", f"the model runs on the device it is moved to ({device})",
-                            1 / len(devices), functools.partial(judge_device, device=device)))
+                            1 / len(config.devices), functools.partial(judge_device, device=device)))
     return checks

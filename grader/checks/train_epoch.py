@@ -7,18 +7,26 @@ lesson teaches is observed directly by the objects handed to the student's loop.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
-from functools import lru_cache
 from typing import Any
 
 from grader import hookimpl
-from grader.checks.base import Check, Exercise
 from grader.checks.reference_runs import EPOCHS, default_setup, reference_training
+from grader.corpus import corpus_facts, corpus_spec
+from grader.definitions import Check, Probe
+from grader.figures import perplexity_chart, rounded
+from grader.hints import Hint
 from grader.results import Verdict
-from grader.training import Setup, corpus_spec_markov, corpus_spec_text
+from grader.training import Setup, run_training
 
 EXERCISE = "train_epoch"
-MARKOV_CHARS, MARKOV_SEED = 4000, 0
+HINTS = (
+    Hint(r"backward through the graph a second time", "detach the state between minibatches (s.detach_())"),
+    Hint(r"object is not callable", "the updater may be a torch.optim optimizer: call updater.step() for those"),
+    Hint(r"has no attribute 'step'|has no attribute 'zero_grad'", "the updater may be a plain function: call updater(batch_size=1)"),
+)
 #: relative band around the reference's perplexity; same seeds, so only float reordering moves it
 BAND = 0.05
 #: minibatches observed by the behaviour checks
@@ -26,36 +34,8 @@ BEHAVIOUR_BATCHES = 6
 GRAD_SCALE = 1000.0
 
 
-def corpus_spec(config) -> dict:
-    if config.corpus_path is None:
-        return corpus_spec_markov(MARKOV_CHARS, MARKOV_SEED)
-    return _text_spec(str(config.corpus_path))
-
-
-@lru_cache(maxsize=2)
-def _text_spec(path: str) -> dict:
-    from grader.corpus import load_corpus
-
-    # the same budget as the generated corpus: the first MARKOV_CHARS characters
-    corpus = load_corpus(path)
-    return dict(corpus_spec_text(corpus.text, MARKOV_CHARS), name=corpus.name)
-
-
-def corpus_facts(spec: dict) -> dict:
-    """Name, length and lowest reachable perplexity of the corpus, for the report."""
-    if "markov" in spec:
-        from grader.corpus import markov_corpus
-
-        corpus = markov_corpus(*spec["markov"])
-        return {"name": corpus.name, "characters": len(corpus), "min_perplexity": corpus.min_perplexity}
-    return {"name": spec.get("name", "text file"), "characters": len(spec["ids"]), "min_perplexity": None}
-
-
 def probe_train(ctx, setup: dict, epochs: int, **options: Any) -> Any:
-    from grader.fixtures import student_hook
-    from grader.training import run_training
-
-    return run_training(student_hook(ctx, "train_epoch"), ctx.reference, Setup(**setup), epochs, **options)
+    return run_training(ctx.student("train_epoch"), ctx.reference, Setup(**setup), epochs, **options)
 
 
 # ---------------------------------------------------------------- judges
@@ -65,17 +45,8 @@ def judge_perplexity(observed: Any, setup: dict, epochs: int, **options: Any) ->
     ref = reference_training(Setup(**setup), epochs, **options)
     got = [e["observed_ppl"] for e in observed["epochs"]]
     want = [e["observed_ppl"] for e in ref["epochs"]]
-    facts = corpus_facts(setup["corpus"])
-    figures = {
-        "series": [
-            {"label": "yours", "x": list(range(1, len(got) + 1)), "y": [_finite(v) for v in got]},
-            {"label": "reference", "x": list(range(1, len(want) + 1)), "y": want},
-        ],
-        "title": "training perplexity per epoch",
-    }
-    if facts["min_perplexity"]:
-        figures["series"].append({"label": "lowest possible", "x": [1, len(want)], "y": [facts["min_perplexity"]] * 2})
-    summary = {"your perplexity": _round(got[-1]), "reference perplexity": _round(want[-1])}
+    figures = perplexity_chart(got, want, corpus_facts(setup["corpus"])["min_perplexity"], "training perplexity per epoch")
+    summary = {"your perplexity": rounded(got[-1], 4), "reference perplexity": rounded(want[-1], 4)}
     if observed["num_batches"] == 0:
         return Verdict.failed("train_epoch never called the loss: no training happened", figures={"perplexity": figures})
     final, target = got[-1], want[-1]
@@ -168,8 +139,6 @@ def judge_labels(observed: Any, **_: Any) -> Verdict:
 
 
 def judge_clipping(observed: Any, **options: Any) -> Verdict:
-    import dataclasses
-
     verdict = _judge_updates(observed, "clipping")
     return dataclasses.replace(verdict, figures={**verdict.figures, **_clipping_figure(observed["updates"])})
 
@@ -230,42 +199,32 @@ def _judge_updates(observed: Any, what: str) -> Verdict:
     return Verdict.passed(f"gradients clipped to norm 1 before every one of {batches} updates")
 
 
-def _finite(value: float) -> float | None:
-    return value if isinstance(value, float) and math.isfinite(value) else None
-
-
-def _round(value: float) -> Any:
-    return round(value, 4) if isinstance(value, float) and math.isfinite(value) else str(value)
-
-
 # ---------------------------------------------------------------- registration
-
-
-@hookimpl
-def grader_exercises():
-    return [Exercise(EXERCISE, "Training epoch", ("train_epoch",),
-                     "truncated back-propagation through time with state handling and clipping")]
 
 
 @hookimpl
 def grader_checks(config):
     setup = default_setup(corpus_spec(config)).to_params()
-    short = dict(setup=setup, epochs=1, max_batches=BEHAVIOUR_BATCHES)
 
-    def check(name, title, points, judge, params, timeout=20.0):
-        return Check(EXERCISE, name, title, "train_epoch", points, probe_train, judge, params, timeout=timeout)
+    def probe(epochs: int = 1, **options: Any) -> Probe:
+        """A run for behaviour checks: the first minibatches of a short training."""
+        params = dict(setup=setup, epochs=epochs, max_batches=BEHAVIOUR_BATCHES, **options)
+        return Probe("train_epoch", probe_train, params, timeout=20.0, hints=HINTS)
 
-    full = dict(setup=setup, epochs=EPOCHS)
+    full = Probe("train_epoch", probe_train, dict(setup=setup, epochs=EPOCHS), timeout=40.0, hints=HINTS,
+                 reference=functools.partial(reference_training, Setup(**setup), EPOCHS))
+    sequential = probe()  # read by the state and the labels checks
     return [
-        check("perplexity", f"perplexity after {EPOCHS} seeded epochs matches the reference's", 4, judge_perplexity, full, 40.0),
-        check("reported", "returns (exp(mean loss), tokens per second)", 3, judge_reported, dict(short, epochs=2)),
-        check("state.sequential", "sequential sampling: fresh state once, then carried and detached", 3,
-              judge_sequential_state, short),
-        check("state.random", "random sampling: a fresh state for every minibatch", 3, judge_random_state,
-              dict(short, use_random_iter=True)),
-        check("labels", "outputs are compared with labels Y.T.reshape(-1)", 3, judge_labels, short),
-        check("clipping", "gradients are clipped to norm 1 before every update", 2, judge_clipping,
-              dict(short, loss_scale=GRAD_SCALE, fresh_grads=True)),
-        check("optimizer", "with a torch.optim optimizer: zero_grad, backward, clip, step", 2, judge_optimizer,
-              dict(short, optimizer=True, fresh_grads=True)),
+        Check(EXERCISE, "perplexity", f"perplexity after {EPOCHS} seeded epochs matches the reference's", 4, full,
+              judge_perplexity),
+        Check(EXERCISE, "reported", "returns (exp(mean loss), tokens per second)", 3, probe(epochs=2), judge_reported),
+        Check(EXERCISE, "state.sequential", "sequential sampling: fresh state once, then carried and detached", 3,
+              sequential, judge_sequential_state),
+        Check(EXERCISE, "state.random", "random sampling: a fresh state for every minibatch", 3,
+              probe(use_random_iter=True), judge_random_state),
+        Check(EXERCISE, "labels", "outputs are compared with labels Y.T.reshape(-1)", 3, sequential, judge_labels),
+        Check(EXERCISE, "clipping", "gradients are clipped to norm 1 before every update", 2,
+              probe(loss_scale=GRAD_SCALE, fresh_grads=True), judge_clipping),
+        Check(EXERCISE, "optimizer", "with a torch.optim optimizer: zero_grad, backward, clip, step", 2,
+              probe(optimizer=True, fresh_grads=True), judge_optimizer),
     ]

@@ -14,7 +14,7 @@ from typing import Any
 
 from grader import hookimpl
 from grader.config import RunConfig
-from grader.reporting import (
+from grader.report.formatting import (
     check_number,
     clean_text,
     fmt_percent,

@@ -18,6 +18,8 @@ from typing import Any, Iterable
 WATCHED_MODULES = ("builtins", "math", "os", "json", "base64", "struct", "numpy", "torch", "torch.nn.functional",
                    "torch.nn.modules.module", "torch.optim.optimizer", "torch.optim.sgd", "torch.autograd")
 WATCHED_PREFIXES = ("grader",)
+#: hidden from the child by :class:`ReferenceGuard`; their functions are watched through ``Snapshot.functions``
+REFERENCE_PACKAGES = ("grader.reference", "reference")
 #: names torch rebinds itself (torch.set_default_dtype swaps the legacy Storage alias)
 REBOUND_BY_TORCH = {("torch", "Storage")}
 
@@ -26,12 +28,18 @@ def _watched() -> Iterable[tuple[str, Any]]:
     for name, module in list(sys.modules.items()):
         if module is None:
             continue
+        if _is_reference(name):
+            continue
         if name in WATCHED_MODULES or name.split(".")[0] in WATCHED_PREFIXES:
             yield name, module
     import torch
 
     for cls in (torch.Tensor, torch.nn.Module, torch.optim.Optimizer, torch.optim.SGD):
         yield f"{cls.__module__}.{cls.__qualname__}", cls
+
+
+def _is_reference(name: str) -> bool:
+    return any(name == package or name.startswith(package + ".") for package in REFERENCE_PACKAGES)
 
 
 def _fingerprint(obj: Any) -> tuple:
@@ -85,9 +93,13 @@ class ReferenceGuard:
         self.active = False
 
     def install(self) -> None:
-        # Hide the preloaded reference modules so that reaching them means importing them.
-        for name in [n for n in sys.modules if n == "reference" or n.startswith("reference.")]:
+        # Hide the preloaded reference modules so that reaching them means importing them:
+        # out of sys.modules, and off the package that holds them.
+        for name in [n for n in sys.modules if _is_reference(n)]:
             del sys.modules[name]
+            parent, _, child = name.rpartition(".")
+            if parent in sys.modules and getattr(sys.modules[parent], child, None) is not None:
+                delattr(sys.modules[parent], child)
         sys.addaudithook(self._hook)
         self.active = True
 
@@ -96,7 +108,7 @@ class ReferenceGuard:
             return
         if event == "import":
             name = args[0] if args else ""
-            if isinstance(name, str) and (name == "reference" or name.startswith("reference.")):
+            if isinstance(name, str) and _is_reference(name):
                 self._record(f"imported {name}")
         elif event == "open" and args:
             path = args[0]

@@ -1,4 +1,4 @@
-"""Import a submission folder and find its hook implementations (runs in the runner only).
+"""Import a submission folder and find its hook implementations.
 
 Every top-level ``.py`` file is imported as a module named after the file, with
 the folder on the *end* of ``sys.path`` so files can import their siblings but
@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from grader.hookspecs import EXERCISE_HOOKS
 from grader.plugins import get_plugin_manager
+from grader.registry import EXERCISE_HOOKS
+from grader.runner.tracebacks import describe_exception
 
 
 @dataclass
@@ -36,30 +37,6 @@ class LoadedSubmission:
 
     def problem(self, path: str, message: str, severity: str = "error") -> None:
         self.problems.append((path, message, severity))
-
-
-def student_frames(tb: Any, folder: Path) -> list[str]:
-    """The traceback lines that point into the submission, newest last."""
-    folder_str = str(folder)
-    lines = []
-    for frame in traceback.extract_tb(tb):
-        if frame.filename.startswith(folder_str):
-            name = Path(frame.filename).name
-            code = f": {frame.line.strip()}" if frame.line else ""
-            lines.append(f"{name}, line {frame.lineno}, in {frame.name}{code}")
-    return lines
-
-
-def describe_exception(exc: BaseException, folder: Path) -> str:
-    try:
-        text = f"{type(exc).__name__}: {exc}"
-    except Exception:  # a student exception whose __str__ itself fails
-        text = type(exc).__name__
-    if isinstance(exc, SyntaxError) and exc.lineno:
-        text = f"SyntaxError: {exc.msg} (line {exc.lineno})"
-    frames = student_frames(exc.__traceback__, folder)
-    where = f" at {frames[-1]}" if frames else ""
-    return (text[:2000] + where)[:2400]
 
 
 def _positional_arity_ok(func: Callable, nargs: int) -> bool:

@@ -20,7 +20,7 @@ import jinja2
 import grader
 from grader import hookimpl
 from grader.config import RunConfig
-from grader.reporting import (
+from grader.report.formatting import (
     check_number,
     clean_text,
     count_phrase,

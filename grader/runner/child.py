@@ -1,8 +1,8 @@
 """What runs in a forked runner child: limits, the submission, one probe, the result.
 
-The child is the only process where student code executes. It sets its limits,
-loads the staged submission, runs the probe and writes the probe's plain-data
-result, framed by its length, to the pipe the zygote gave it; then it exits.
+The child is the only process where student code executes. It sets its limits, loads the
+staged submission, runs the probe and writes the probe's plain-data result, framed by its
+length, to the pipe the zygote gave it; then it exits.
 """
 
 from __future__ import annotations
@@ -13,41 +13,33 @@ import resource
 import struct
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-#: the result frame: an 8-byte little-endian length, then that many bytes of JSON
+import torch
+
+from grader import wire
+from grader.plugins import reference_hooks
+from grader.protocol import Limits, Request
+from grader.runner.context import NotImplementedHook, ProbeContext
+from grader.runner.integrity import ReferenceGuard, Snapshot
+from grader.runner.loader import LoadedSubmission, isolate, load_submission
+from grader.runner.tracebacks import describe_exception, raised_by_student
+
+#: the result frame: an 8-byte little-endian length, then that many bytes of wire JSON
 HEADER = struct.Struct("<Q")
 
-
-class NotImplementedHook(Exception):
-    """The submission has no implementation of a hook a probe needs."""
-
-
-class ProbeContext:
-    """What a probe sees: the student's functions, the reference's, and helpers."""
-
-    def __init__(self, loaded: Any, reference: dict, hook: str | None):
-        self.loaded = loaded
-        self.reference = reference
-        self.hook = hook
-
-    def student(self, name: str):
-        func = self.loaded.hooks.get(name)
-        if func is None:
-            raise NotImplementedHook(name)
-        return func
+_RLIMITS = {
+    "address_space": resource.RLIMIT_AS,
+    "cpu_seconds": resource.RLIMIT_CPU,
+    "file_size": resource.RLIMIT_FSIZE,
+    "processes": resource.RLIMIT_NPROC,
+}
 
 
-def set_limits(limits: dict) -> None:
-    pairs = {
-        "address_space": resource.RLIMIT_AS,
-        "cpu_seconds": resource.RLIMIT_CPU,
-        "file_size": resource.RLIMIT_FSIZE,
-        "processes": resource.RLIMIT_NPROC,
-    }
+def set_limits(limits: Limits) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    for key, which in pairs.items():
-        value = limits.get(key)
+    for key, which in _RLIMITS.items():
+        value = getattr(limits, key)
         if value is not None:
             # CPU: SIGXCPU at the soft limit, SIGKILL a second later even if that is ignored
             hard = int(value) + 1 if which == resource.RLIMIT_CPU else int(value)
@@ -57,7 +49,7 @@ def set_limits(limits: dict) -> None:
                 pass
 
 
-def run_child(request: dict, result_fd: int, output_fd: int) -> None:
+def run_child(request: Request, folder: Path, snapshot: Snapshot, result_fd: int, output_fd: int) -> None:
     """Runs in the forked child; never returns."""
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -69,37 +61,30 @@ def run_child(request: dict, result_fd: int, output_fd: int) -> None:
     sys.stdin = open(os.devnull)
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
-    set_limits(request.get("limits", {}))
-    payload = run_probe(request)
+    set_limits(request.limits)
+    payload = run_probe(request, folder, snapshot)
     out = os.fdopen(result_fd, "wb", closefd=False)
     out.write(HEADER.pack(len(payload)) + payload)
     out.flush()
     os._exit(0)
 
 
-#: identities of the functions the runner relies on, taken once in the zygote before any student code
-SNAPSHOT: Any = None
+def loaded_hooks(loaded: LoadedSubmission) -> dict:
+    """What a load-only request reports: which file implements which hook, and each file's problems."""
+    return {"where": loaded.where, "problems": [list(p) for p in loaded.problems]}
 
 
-def run_probe(request: dict) -> bytes:
-    import torch
-
-    from grader import wire
-    from grader.integrity import ReferenceGuard
-    from grader.loader import describe_exception, isolate, load_submission
-    from grader.plugins import reference_hooks
-
+def run_probe(request: Request, folder: Path, snapshot: Snapshot) -> bytes:
+    """Load the submission, run the request's probe and encode what came of it (never raises)."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    folder = Path(request["submission"])
     reference = reference_hooks()
-    snapshot = SNAPSHOT
     guard = ReferenceGuard(Path(reference["rnn"].__code__.co_filename).parent, folder)
     guard.install()
     integrity: list[dict] = []
     seen: set[str] = set()
 
-    def note_changes(where: str | None) -> None:
+    def note_changes(where: Optional[str]) -> None:
         for name in snapshot.changes():
             if name not in seen:
                 seen.add(name)
@@ -107,23 +92,23 @@ def run_probe(request: dict) -> bytes:
 
     try:
         # Attributing changes to files costs a comparison per file; the load request does it once.
-        per_file = note_changes if request.get("track_files") else None
-        loaded = load_submission(folder, reference, after_import=per_file, only=request.get("only"),
-                                 stand_ins=tuple(request.get("stand_ins", ())))
+        per_file = note_changes if request.track_files else None
+        only = list(request.only) if request.only is not None else None
+        loaded = load_submission(folder, reference, after_import=per_file, only=only, stand_ins=request.stand_ins)
         torch.set_default_dtype(torch.float32)  # a file may change it at import; checks start from the default
-        module_name, _, func_name = request["probe"].partition(":")
-        probe = getattr(importlib.import_module(module_name), func_name)
-        hook = request.get("hook")
-        isolate(loaded, {hook} if hook else set(), reference)
-        ctx = ProbeContext(loaded, reference, hook)
-        result: Any = {"value": probe(ctx, **request.get("params", {}))}
+        if request.probe is None:
+            result: Any = {"value": loaded_hooks(loaded)}
+        else:
+            module_name, _, func_name = request.probe.partition(":")
+            probe = getattr(importlib.import_module(module_name), func_name)
+            isolate(loaded, {request.hook} if request.hook else set(), reference)
+            ctx = ProbeContext(loaded, reference, request.hook)
+            result = {"value": probe(ctx, **request.params)}
     except NotImplementedHook as exc:
         result = {"not_implemented": str(exc)}
     except NotImplementedError as exc:
-        from grader.fixtures import _raised_by_student
-
-        if _raised_by_student(exc, str(folder)):  # the skeleton's own `raise NotImplementedError`
-            result = {"not_implemented": str(exc)[:500] or request.get("hook") or "hook"}
+        if raised_by_student(exc, folder):  # the skeleton's own `raise NotImplementedError`
+            result = {"not_implemented": str(exc)[:500] or request.hook or "hook"}
         else:  # torch raised it inside student code, e.g. an operation the meta device lacks
             result = {"error": describe_exception(exc, folder)}
     except KeyboardInterrupt:

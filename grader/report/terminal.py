@@ -17,7 +17,7 @@ from typing import Optional, Sequence, TextIO
 
 from grader import hookimpl
 from grader.config import RunConfig
-from grader.reporting import (
+from grader.report.formatting import (
     MESSAGE_LIMIT,
     STATUS_ORDER,
     clean_text,

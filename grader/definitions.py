@@ -1,0 +1,73 @@
+"""What plugins declare: exercises, probes (runs of student code) and checks (verdicts on a run).
+
+A :class:`Probe` is one run of ONE student hook in the runner, the reference supplying
+everything else: ``probe.run(ctx, **probe.params)`` calls the hook through ``ctx.student(name)``
+and returns plain data. A :class:`Check` judges that data in the grading process:
+``check.judge(observed, **probe.params) -> Verdict``, recomputing the reference's side from the
+same seeded parameters and never trusting inputs that came back. Checks built on the same
+``Probe`` object read the same run: student code runs once for all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from grader.hints import Hint
+from grader.results import Verdict
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise of the lesson: the hooks a student implements for it."""
+
+    name: str
+    title: str
+    hooks: tuple[str, ...]
+    #: one line shown above the exercise's checks
+    summary: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class Probe:
+    """One run of student code. Compared by identity: checks share a run by sharing the object."""
+
+    #: the student hook this run calls; the reference supplies every other one
+    hook: str
+    #: ``run(ctx, **params)``, executed in the runner; must be a module-level function
+    run: Callable[..., Any]
+    #: keyword arguments for ``run`` and for every judge reading this run; plain JSON data
+    params: dict[str, Any] = field(default_factory=dict)
+    #: seconds the run may take; correct code needs well under a tenth of it
+    timeout: float = 10.0
+    #: computes (and caches) the reference's side of the judges; planning calls it before grading
+    reference: Optional[Callable[[], Any]] = None
+    #: what the hook's common errors usually mean, added to an error's message
+    hints: tuple[Hint, ...] = ()
+
+    @property
+    def path(self) -> str:
+        """How the runner finds ``run``: ``"module:function"``."""
+        return f"{self.run.__module__}:{self.run.__name__}"
+
+
+@dataclass(frozen=True)
+class Check:
+    exercise: str
+    name: str
+    title: str
+    points: float
+    probe: Probe
+    #: ``judge(observed, **probe.params) -> Verdict``, executed in the grading process
+    judge: Callable[..., Verdict]
+    hidden: bool = False
+    #: why it matters, for the report (one sentence)
+    explains: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.exercise}.{self.name}"
+
+    @property
+    def hook(self) -> str:
+        return self.probe.hook

@@ -1,0 +1,164 @@
+"""From a submission folder to a :class:`GradingReport`: plan the checks, run their probes, judge.
+
+Planning collects the checks from every plugin; warming up computes the reference's side of
+each probe (while the runner starts). Grading loads the submission, sends one request per
+distinct :class:`~grader.definitions.Probe` to the runner, longest first, and lets every
+check reading a run judge its reply. Whatever went wrong in the runner costs exactly the
+checks reading that run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+import grader
+from grader.config import RunConfig
+from grader.corpus import corpus_facts, corpus_spec
+from grader.definitions import Check, Exercise, Probe
+from grader.judge.loading import LoadedFiles, load, read_submission, run_timeout
+from grader.judge.runners import Runner
+from grader.judge.verdicts import decode, verdict_for
+from grader.protocol import DEFAULT_LIMITS, Request, Status
+from grader.results import ERROR, INTEGRITY, NOT_IMPLEMENTED, CheckResult, ExerciseResult, GradingReport, Verdict
+
+#: requests queued at the runner at once: the next is staged while one runs
+WINDOW = 2
+
+
+@dataclass
+class Plan:
+    exercises: list[Exercise]
+    checks: list[Check]
+
+    def probes(self) -> list[Probe]:
+        """The distinct runs the checks read, in check order."""
+        return list({id(c.probe): c.probe for c in self.checks}.values())
+
+
+def plan(pm: Any, config: RunConfig) -> Plan:
+    exercises = [ex for group in pm.hook.grader_exercises() for ex in group]
+    order = {ex.name: i for i, ex in enumerate(exercises)}
+    checks = [c for group in pm.hook.grader_checks(config=config) for c in group]
+    checks = [c for c in checks if config.hidden or not c.hidden]
+    unknown = sorted({c.exercise for c in checks} - set(order))
+    if unknown:
+        raise ValueError(f"checks name unknown exercises: {', '.join(unknown)}")
+    checks.sort(key=lambda c: order[c.exercise])  # stable: keeps each plugin's own order
+    return Plan(exercises, checks)
+
+
+def warm_up(the_plan: Plan) -> None:
+    """Compute the reference's side of every probe now (each is cached), e.g. while the runner starts."""
+    for probe in the_plan.probes():
+        if probe.reference is not None:
+            probe.reference()
+
+
+def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Optional[Plan] = None) -> GradingReport:
+    started = time.monotonic()
+    folder = folder.resolve()
+    the_plan = the_plan or plan(pm, config)
+    warm_up(the_plan)
+    files, problems = read_submission(folder)
+    submission = load(files, runner, config)
+    problems += submission.problems
+    where = submission.where
+    readers: dict[int, list[Check]] = {}  # id(probe) -> the checks reading its run
+    for check in the_plan.checks:
+        if check.hook in where:
+            readers.setdefault(id(check.probe), []).append(check)
+    out_of_time: dict[str, str] = {}  # hook -> title of the check where it ran out of time
+
+    def requests() -> Iterator[tuple[list[Check], Request]]:
+        # Longest first: the runner finishes warming up while a long check runs.
+        for checks in sorted(readers.values(), key=lambda cs: -cs[0].probe.timeout):
+            probe = checks[0].probe
+            if probe.hook not in out_of_time:
+                yield checks, _request(probe, submission, config)
+
+    results: dict[str, CheckResult] = {}
+    events: list[tuple[Check, dict]] = []
+    for checks, reply in runner.run(requests(), window=WINDOW):
+        decoded = decode(reply)  # once per run, however many checks read it
+        for check in checks:
+            results[check.id] = _record(check, verdict_for(check, decoded), output=reply.output, seconds=reply.seconds)
+        for event in decoded.integrity_events():
+            if not event.get("file"):  # changed at import: the load request knows which file did it
+                event = dict(event, file=submission.changed_by.get(str(event.get("what"))))
+            events.append((checks[0], event))
+        if reply.status in (Status.TIMEOUT, Status.RUNNER_DIED):
+            out_of_time.setdefault(checks[0].hook, checks[0].title)
+    flagged = _integrity_by_exercise(events, where, the_plan)
+    for check in the_plan.checks:
+        result = results.get(check.id)
+        if result is None and check.hook in out_of_time:
+            verdict = Verdict(ERROR, f"not run: {check.hook} already ran out of time in '{out_of_time[check.hook]}'")
+            result = _record(check, verdict)
+        elif result is None:
+            verdict = Verdict(NOT_IMPLEMENTED, f"{check.hook} is not implemented (no @hookimpl def {check.hook}(...) found)")
+            result = _record(check, verdict)
+        if check.exercise in flagged:
+            result = replace(result, points=0.0, status=INTEGRITY,
+                             message="no points: " + "; ".join(flagged[check.exercise][:3]))
+        results[check.id] = result
+    exercises = []
+    for ex in the_plan.exercises:
+        checks = tuple(results[c.id] for c in the_plan.checks if c.exercise == ex.name)
+        if checks:
+            exercises.append(ExerciseResult(ex.name, ex.title, sum(c.points for c in checks),
+                                            sum(c.max_points for c in checks), checks, figures=_exercise_figures(checks)))
+    notices = list(runner.notices)
+    notices += [f"integrity: {exercise} scored 0 because " + "; ".join(found[:5]) for exercise, found in flagged.items()]
+    return GradingReport(
+        submission=str(folder), points=round(sum(e.points for e in exercises), 6),
+        max_points=round(sum(e.max_points for e in exercises), 6), exercises=tuple(exercises),
+        problems=tuple(problems), implemented=dict(where), notices=tuple(notices),
+        seconds=round(time.monotonic() - started, 3), corpus=corpus_facts(corpus_spec(config)),
+        grader_version=grader.__version__,
+    )
+
+
+def _request(probe: Probe, submission: LoadedFiles, config: RunConfig) -> Request:
+    timeout = run_timeout(probe.timeout, config)
+    return Request(files=submission.files, timeout=timeout, limits=DEFAULT_LIMITS.for_timeout(timeout),
+                   probe=probe.path, hook=probe.hook, params=probe.params, stand_ins=submission.stand_ins)
+
+
+def _integrity_by_exercise(events: list[tuple[Check, dict]], where: dict[str, str], the_plan: Plan) -> dict[str, list[str]]:
+    """Which exercises lose their points, and why: the exercises of the file that did it."""
+    hooks_of_file: dict[str, list[str]] = {}
+    for hook, file in where.items():
+        hooks_of_file.setdefault(file, []).append(hook)
+    exercise_of = {h: ex.name for ex in the_plan.exercises for h in ex.hooks}
+    flagged: dict[str, list[str]] = {}
+    for check, event in events:
+        file = event.get("file")
+        hooks = hooks_of_file.get(file or "", [check.hook])
+        text = f"{file or 'your code'} {event.get('what')}"
+        for exercise in sorted({exercise_of.get(h, check.exercise) for h in hooks}):
+            found = flagged.setdefault(exercise, [])
+            if text not in found:
+                found.append(text)
+    return flagged
+
+
+def _record(check: Check, verdict: Verdict, output: str = "", seconds: float = 0.0) -> CheckResult:
+    fraction = min(max(float(verdict.fraction), 0.0), 1.0)
+    return CheckResult(
+        check_id=check.id, exercise=check.exercise, title=check.title, hooks=(check.hook,),
+        max_points=float(check.points), points=round(check.points * fraction, 6), status=verdict.status,
+        message=verdict.message, details=verdict.details, figures=dict(verdict.figures), output=output,
+        seconds=seconds, hidden=check.hidden,
+    )
+
+
+def _exercise_figures(checks: Iterable[CheckResult]) -> dict:
+    figures: dict = {}
+    for check in checks:
+        for key, value in check.figures.items():
+            if isinstance(value, dict) and "series" in value:
+                figures[key] = value
+    return figures

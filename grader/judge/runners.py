@@ -1,0 +1,202 @@
+"""The judge's handle on a runner process: start it, send requests, collect replies.
+
+If the runner dies or stops answering, the request in flight is answered with
+``Status.RUNNER_DIED`` (charged to the check that was running) and a fresh runner
+takes the rest.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import queue
+import signal
+import subprocess
+import threading
+from dataclasses import replace
+from typing import Any, Iterable, Iterator, Optional, TypeVar
+
+from grader.judge.sandbox import SANDBOX_OFF, runner_command, runner_env, sandbox_command
+from grader.protocol import READY, ProtocolError, Reply, Request, Status
+
+#: seconds the judge waits beyond a request's own timeout before replacing the runner
+WATCHDOG_GRACE = 15.0
+STARTUP_TIMEOUT = 120.0
+
+Key = TypeVar("Key")
+
+
+class RunnerError(RuntimeError):
+    """The runner could not be started at all (not a student's fault)."""
+
+
+class Runner:
+    """One runner process serving requests in order.
+
+    :param sandbox: "auto" uses bubblewrap where it works and says once when it does not;
+        "require" fails instead; "off" never uses it.
+    """
+
+    def __init__(self, command: Optional[list[str]] = None, env: Optional[dict[str, str]] = None,
+                 sandbox: str = "auto"):
+        self.notices: list[str] = []
+        self.sandboxed = False
+        if command is None and sandbox != "off":
+            command = sandbox_command()
+            self.sandboxed = command is not None
+            if command is None:
+                if sandbox == "require":
+                    raise RunnerError("the sandbox was required but bubblewrap (bwrap) is not installed")
+                self.notices.append(SANDBOX_OFF.format(why="bubblewrap (bwrap) is not installed"))
+        self.sandbox_mode = sandbox
+        self.command = command or runner_command()
+        self.env = env if env is not None else runner_env()
+        self.proc: Optional[subprocess.Popen] = None
+        self.replies: "queue.Queue[Optional[bytes]]" = queue.Queue()
+        self.starts = 0
+        self._ready = False
+        self._ids = itertools.count()  # unique across calls, so a stale reply is never mistaken
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the runner without waiting for it (it imports torch for a second or two)."""
+        self.replies = queue.Queue()
+        self.proc = subprocess.Popen(
+            self.command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self.env,
+            cwd="/",
+            start_new_session=True,
+        )
+        self.starts += 1
+        self._ready = False
+        self._outbox: "queue.Queue[Optional[bytes]]" = queue.Queue()
+        threading.Thread(target=self._read, args=(self.proc, self.replies), daemon=True).start()
+        threading.Thread(target=self._writer, args=(self.proc, self._outbox), daemon=True).start()
+
+    def wait_ready(self) -> None:
+        if self._ready:
+            return
+        try:
+            first = self.replies.get(timeout=STARTUP_TIMEOUT)
+        except queue.Empty:
+            first = None
+        if first != READY:
+            proc, err = self.proc, ""
+            if proc is not None and proc.poll() is not None:
+                err = proc.stderr.read().decode("utf-8", "replace")[-2000:].strip()
+            self.stop()
+            if self.sandboxed and self.sandbox_mode == "auto":
+                # e.g. user namespaces forbidden here: degrade to process limits, once, and say so
+                self.sandboxed = False
+                self.command = runner_command()
+                self.notices.append(SANDBOX_OFF.format(why=f"bubblewrap could not start ({err[-300:] or 'no answer'})"))
+                self.start()
+                return
+            raise RunnerError(f"the grading runner did not start: {err or 'no answer'}")
+        self._ready = True
+
+    @staticmethod
+    def _read(proc: subprocess.Popen, replies: "queue.Queue[Optional[bytes]]") -> None:
+        for line in proc.stdout:
+            replies.put(line)
+        replies.put(None)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self._outbox.put(None)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        self.proc = None
+        self._ready = False
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- requests ----------------------------------------------------------
+
+    @staticmethod
+    def _writer(proc: subprocess.Popen, outbox: "queue.Queue[Optional[bytes]]") -> None:
+        # A thread, so that a large request never blocks the judge while the runner is busy.
+        while (line := outbox.get()) is not None:
+            try:
+                proc.stdin.write(line)
+                proc.stdin.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                return  # the runner died; the reader notices
+
+    def run(self, requests: Iterable[tuple[Key, Request]], window: int = 3) -> Iterator[tuple[Key, Reply]]:
+        """Yield ``(key, reply)`` in order, keeping up to ``window`` requests queued at the runner.
+
+        ``requests`` is consumed lazily, after each reply, so a caller's generator can
+        decide what to send next from what came back.
+        """
+        source = iter(requests)
+        in_flight: collections.deque[tuple[Key, Request]] = collections.deque()
+
+        def top_up() -> None:
+            while len(in_flight) < window:
+                item = next(source, None)
+                if item is None:
+                    return
+                key, request = item
+                request = replace(request, id=next(self._ids))
+                in_flight.append((key, request))
+                self._outbox.put(request.encode())
+
+        self._ensure_running()
+        top_up()
+        while in_flight:
+            key, request = in_flight.popleft()
+            reply = self._reply_to(request)
+            if reply.status == Status.RUNNER_DIED:  # charge this request; a fresh runner takes the rest
+                self.stop()
+                self._ensure_running()
+                for _, queued in in_flight:
+                    self._outbox.put(queued.encode())
+            yield key, reply
+            top_up()
+
+    def _reply_to(self, request: Request) -> Reply:
+        try:
+            line = self.replies.get(timeout=request.timeout + WATCHDOG_GRACE)
+        except queue.Empty:
+            line = None
+        if line is None:
+            return Reply.runner_died(request.id)
+        try:
+            reply = Reply.decode(line)
+        except ProtocolError:
+            return Reply.runner_died(request.id)
+        if reply.id != request.id or reply.status == Status.RUNNER_DIED:  # out of turn, or a claim only the judge makes
+            return Reply.runner_died(request.id)
+        return reply
+
+    def _ensure_running(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            self.stop()
+            self.start()
+        self.wait_ready()
+
+    def run_one(self, request: Request) -> Reply:
+        return next(iter(self.run([(None, request)])))[1]

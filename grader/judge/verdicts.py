@@ -1,0 +1,90 @@
+"""From a runner's reply to verdicts: decode strictly, then let the check's judge decide.
+
+A reply is trusted for nothing but its shape. Whatever went wrong in the runner
+(an exception, a timeout, a crash, a limit) becomes an ``ERROR`` verdict for the
+checks reading that run, in words that name the cause and the limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from grader import wire
+from grader.definitions import Check
+from grader.hints import hint_for
+from grader.protocol import DEFAULT_LIMITS, OUTPUT_LIMIT, RESULT_LIMIT, MiB, Reply, Status
+from grader.results import ERROR, FAILED, NOT_IMPLEMENTED, Verdict
+
+#: how a child that was killed by a signal ended, in words
+SIGNALS = {9: "was killed (SIGKILL)", 11: "crashed with a segmentation fault", 6: "aborted",
+           7: "crashed with a bus error", 8: "crashed with a floating-point exception",
+           24: "exceeded its CPU time limit",
+           25: f"exceeded the file size limit of {DEFAULT_LIMITS.file_size // MiB} MiB"}
+#: integrity events read from one reply at most
+MAX_EVENTS = 20
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A reply's decoded probe result, or the verdict for a run that did not finish."""
+
+    value: Any = None
+    failure: Optional[Verdict] = None
+
+    def integrity_events(self) -> list[dict]:
+        """What the run changed in the grader's world or reached of the reference (see grader.runner.integrity)."""
+        if self.failure is not None or not isinstance(self.value.get("integrity"), list):
+            return []
+        return [e for e in self.value["integrity"] if isinstance(e, dict)][:MAX_EVENTS]
+
+
+def decode(reply: Reply) -> Decoded:
+    if reply.status == Status.TIMEOUT:
+        return Decoded(failure=Verdict(ERROR, f"stopped after {reply.seconds:.0f} s wall time: an endless loop, or far too slow"))
+    if reply.status == Status.RESULT_TOO_LARGE:
+        return Decoded(failure=Verdict(ERROR, f"sent back more than the {RESULT_LIMIT // MiB} MiB result limit"))
+    if reply.status == Status.OUTPUT_FLOOD:
+        return Decoded(failure=Verdict(ERROR, f"wrote more than {OUTPUT_LIMIT // MiB} MiB to stdout/stderr and was stopped"))
+    if reply.status == Status.RUNNER_DIED:
+        return Decoded(failure=Verdict(ERROR, "the grading process stopped responding while this check ran"))
+    if reply.status != Status.OK or reply.result is None:
+        return Decoded(failure=Verdict(ERROR, f"the process running your code {ended(reply)}"))
+    try:
+        value = wire.loads(reply.result, RESULT_LIMIT)
+    except wire.WireError as exc:
+        return Decoded(failure=Verdict(ERROR, f"the check's result was malformed: {exc}"))
+    if not isinstance(value, dict):
+        return Decoded(failure=Verdict(ERROR, "the check's result was malformed"))
+    return Decoded(value)
+
+
+def ended(reply: Reply) -> str:
+    """How a child that sent no result ended: "crashed with a segmentation fault", "exited (status 3) ..."."""
+    if reply.signal:
+        if reply.signal == 9 and reply.cpu_limit is not None and reply.cpu_seconds >= reply.cpu_limit:
+            return "exceeded its CPU time limit"
+        return SIGNALS.get(reply.signal, f"was killed by signal {reply.signal}")
+    return f"exited (status {reply.exit_code}) before the check finished"
+
+
+def verdict_for(check: Check, decoded: Decoded) -> Verdict:
+    """The check's verdict on a decoded run."""
+    if decoded.failure is not None:
+        return decoded.failure
+    value = decoded.value
+    if "not_implemented" in value:
+        return Verdict(NOT_IMPLEMENTED, f"{check.hook} is not implemented yet (it raises NotImplementedError)")
+    if "error" in value:
+        message = str(value["error"])
+        if value.get("limit") == "memory":
+            limit = DEFAULT_LIMITS.address_space >> 30
+            return Verdict(ERROR, f"{check.hook} exceeded the {limit} GiB memory limit ({message[:300]})")
+        return Verdict(ERROR, f"{check.hook} raised {message}{hint_for(message, check.probe.hints)}")
+    try:
+        verdict = check.judge(value.get("value"), **check.probe.params)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        return Verdict(ERROR, f"{check.hook} returned data of an unexpected form ({type(exc).__name__}: {exc})")
+    if not isinstance(verdict, Verdict):  # a plugin's judge returned something else
+        return Verdict(FAILED, "the check did not reach a verdict")
+    return verdict
