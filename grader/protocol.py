@@ -44,8 +44,6 @@ RESULT_LIMIT = 64 * MiB
 OUTPUT_LIMIT = 1 * MiB
 #: how much of a child's output is kept for the report
 OUTPUT_KEPT = 64 * 1024
-#: seconds a submission's files may take to import
-IMPORT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,20 @@ from typing import Callable, Optional
 
 import pytest
 
+from grader import registry
+
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO / "reference"
 SHARED_CORPUS = REPO.parent / "shared" / "data" / "timemachine.txt"
+#: which exercise each hook belongs to, and which file holds it, as the registry says
+EXERCISE_OF = dict(registry.EXERCISE_OF_HOOK)
+FILE_OF = {hook: registry.file_name(exercise) for hook, exercise in EXERCISE_OF.items()}
+EXERCISE_OF_FILE = {registry.file_name(exercise.name): exercise.name for exercise in registry.EXERCISES}
+
+
+def exercises_hooks(*exercises: str) -> dict:
+    """``{hook: exercise}`` for the hooks of these exercises."""
+    return {hook: exercise for hook, exercise in EXERCISE_OF.items() if exercise in exercises}
 
 
 @pytest.fixture(scope="session")

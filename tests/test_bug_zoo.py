@@ -11,12 +11,10 @@ import re
 import pytest
 
 from batch_grading import grade_many, report_of, selected_ids
-from conftest import REFERENCE, Bug, assert_caught_where_it_lives, edits, mutate
+from conftest import FILE_OF, REFERENCE, Bug, assert_caught_where_it_lives, edits, exercises_hooks, mutate
 
-EXERCISE_OF = {"get_params": "rnn_scratch", "init_rnn_state": "rnn_scratch", "rnn": "rnn_scratch",
-               "grad_clipping": "grad_clipping", "predict": "predict", "train_epoch": "train_epoch"}
-FILE_OF = {"get_params": "rnn_scratch.py", "init_rnn_state": "rnn_scratch.py", "rnn": "rnn_scratch.py",
-           "grad_clipping": "grad_clipping.py", "predict": "predict.py", "train_epoch": "train_epoch.py"}
+#: the hooks of the first four exercises, which this zoo covers
+EXERCISE_OF = exercises_hooks("rnn_scratch", "grad_clipping", "predict", "train_epoch")
 
 
 def rewrite(hook: str, source: str) -> dict:

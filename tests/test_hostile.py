@@ -17,10 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REFERENCE, by_exercise
-
-EXERCISE_OF_FILE = {"rnn_scratch.py": "rnn_scratch", "grad_clipping.py": "grad_clipping",
-                    "predict.py": "predict", "train_epoch.py": "train_epoch"}
+from conftest import EXERCISE_OF_FILE, REFERENCE, by_exercise
 #: per-check time limit here (correct code needs under 1 s per check)
 HOSTILE_TIMEOUT = 5.0
 #: wall-clock bound for grading one hostile submission
@@ -164,6 +161,9 @@ LIARS = {
     "imports the reference": ("grad_clipping.py",
         "from grader import hookimpl\nfrom reference.grad_clipping import grad_clipping as _ref\n\n"
         "@hookimpl\ndef grad_clipping(net, theta):\n    return _ref(net, theta)\n"),
+    "imports grader.reference": ("grad_clipping.py",
+        "from grader import hookimpl\nfrom grader.reference.grad_clipping import grad_clipping as _ref\n\n"
+        "@hookimpl\ndef grad_clipping(net, theta):\n    return _ref(net, theta)\n"),
     "reads the reference's files": ("predict.py",
         "import grader, pathlib\nfrom grader import hookimpl\n"
         "_root = pathlib.Path(grader.__file__).resolve().parent.parent\n"
@@ -184,10 +184,10 @@ def test_lying_earns_nothing(grading, submission, case):
     report = grade_hostile(grading, submission, {name: source})
     assert_honest(report, [name])
     exercise = by_exercise(report)[EXERCISE_OF_FILE[name]]
-    if case in ("imports the reference", "reads the reference's files", "patch the grader's modules",
-                "patch torch.allclose and torch.equal", "patch numpy comparisons"):
+    if case in ("imports the reference", "imports grader.reference", "reads the reference's files",
+                "patch the grader's modules", "patch torch.allclose and torch.equal", "patch numpy comparisons"):
         assert exercise.points == 0
-    if case in ("imports the reference", "reads the reference's files"):
+    if case in ("imports the reference", "imports grader.reference", "reads the reference's files"):
         assert any("integrity" in n for n in report.notices)
     if case == "floods stdout":
         assert any("1 MiB" in c.message for c in exercise.checks)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import REFERENCE, REPO, Bug, assert_caught_where_it_lives, by_exercise, edits, failures, lost
+from conftest import (REFERENCE, REPO, Bug, assert_caught_where_it_lives, by_exercise, edits, exercises_hooks, failures,
+                      lost)
 
 EXTRAS = ("rnn_concise", "sine_wave", "gradient_flow")
-EXERCISE_OF = {"rnn_model": "rnn_concise", "sine_model": "sine_wave", "state_jacobian": "gradient_flow"}
-FILE_OF = {"rnn_model": "rnn_concise.py", "sine_model": "sine_wave.py", "state_jacobian": "gradient_flow.py"}
+EXERCISE_OF = exercises_hooks(*EXTRAS)
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +184,7 @@ def test_new_hooks_are_known_to_the_loader_and_the_reference():
 
     assert set(EXERCISE_HOOKS) >= set(EXERCISE_OF)
     hooks = reference_hooks()
-    assert all(hooks[h].__module__.startswith("reference.") for h in EXERCISE_OF)
+    assert all(hooks[h].__module__.startswith("grader.reference.") for h in EXERCISE_OF)
 
 
 # ------------------------------------------------------------------ alternatives keep full marks
@@ -357,7 +357,7 @@ def test_sine_threshold_separates_right_from_wrong():
     import torch
 
     from grader.checks import sine_wave as sw
-    from reference.sine_wave import SineRNN
+    from grader.reference.sine_wave import SineRNN
 
     train = {k: sw.TRAIN[k] for k in ("seed", "hidden_dim", "iterations", "lr")}
     limit = sw.MSE_FACTOR * sw.reference_training(**sw.TRAIN)["mse"]

@@ -14,11 +14,13 @@ from typing import Iterable, Optional
 from grader.config import RunConfig
 from grader.judge.runners import Runner
 from grader.judge.verdicts import Decoded, decode
-from grader.protocol import DEFAULT_LIMITS, IMPORT_TIMEOUT, MiB, Reply, Request, Status
+from grader.protocol import DEFAULT_LIMITS, MiB, Reply, Request, Status
 from grader.results import FileProblem
 
 #: largest submission file, and all files together, that the grader accepts
 FILE_LIMIT, SUBMISSION_LIMIT = 1 * MiB, 4 * MiB
+#: seconds a submission's files may take to import
+IMPORT_TIMEOUT = 10.0
 
 
 def read_submission(folder: Path) -> tuple[dict[str, str], list[FileProblem]]:

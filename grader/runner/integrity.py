@@ -14,6 +14,8 @@ import types
 from pathlib import Path
 from typing import Any, Iterable
 
+import torch
+
 #: modules whose functions the runner relies on; checked for rebinding after student code ran
 WATCHED_MODULES = ("builtins", "math", "os", "json", "base64", "struct", "numpy", "torch", "torch.nn.functional",
                    "torch.nn.modules.module", "torch.optim.optimizer", "torch.optim.sgd", "torch.autograd")
@@ -32,8 +34,6 @@ def _watched() -> Iterable[tuple[str, Any]]:
             continue
         if name in WATCHED_MODULES or name.split(".")[0] in WATCHED_PREFIXES:
             yield name, module
-    import torch
-
     for cls in (torch.Tensor, torch.nn.Module, torch.optim.Optimizer, torch.optim.SGD):
         yield f"{cls.__module__}.{cls.__qualname__}", cls
 
