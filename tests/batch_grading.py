@@ -69,6 +69,7 @@ def grade_many(runner: Any, root: Path, cases: dict[str, dict], workers: Optiona
     try:
         for r in extra:
             r.launch()
+        engine.warm_up(plan)  # while the extra runners start
         for r in extra:
             r.wait_ready()
         threads = [threading.Thread(target=work, args=(r,)) for r in [runner, *extra]]

@@ -9,6 +9,7 @@ checks reading that run.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +27,8 @@ from grader.results import ERROR, INTEGRITY, NOT_IMPLEMENTED, CheckResult, Exerc
 
 #: requests queued at the runner at once: the next is staged while one runs
 WINDOW = 2
+#: one warm-up at a time: reference computations seed torch's global generator
+_WARM_UP = threading.Lock()
 
 
 @dataclass
@@ -51,10 +54,14 @@ def plan(pm: Any, config: RunConfig) -> Plan:
 
 
 def warm_up(the_plan: Plan) -> None:
-    """Compute the reference's side of every probe now (each is cached), e.g. while the runner starts."""
-    for probe in the_plan.probes():
-        if probe.reference is not None:
-            probe.reference()
+    """Compute the reference's side of every probe now (each is cached), e.g. while the runner starts.
+
+    Gradings running side by side in threads wait for the first one's warm-up and then share it.
+    """
+    with _WARM_UP:
+        for probe in the_plan.probes():
+            if probe.reference is not None:
+                probe.reference()
 
 
 def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Optional[Plan] = None) -> GradingReport:
