@@ -32,9 +32,8 @@ EXERCISES = (
 EXERCISE_HOOKS = tuple(hook for exercise in EXERCISES for hook in exercise.hooks)
 #: hook -> the exercise it belongs to
 EXERCISE_OF_HOOK = {hook: exercise.name for exercise in EXERCISES for hook in exercise.hooks}
-#: the packages holding one module (and, for the last two, one file) per exercise
+#: the packages holding one module per exercise
 CHECKS_PACKAGE, REFERENCE_PACKAGE = "grader.checks", "grader.reference"
-SKELETONS_PACKAGE, DEMO_PACKAGE = "grader.skeletons", "grader.demo"
 
 
 def file_name(exercise: str) -> str:

@@ -16,12 +16,15 @@ from typing import Any, Iterable
 
 import torch
 
+from grader.registry import REFERENCE_PACKAGE
+
 #: modules whose functions the runner relies on; checked for rebinding after student code ran
 WATCHED_MODULES = ("builtins", "math", "os", "json", "base64", "struct", "numpy", "torch", "torch.nn.functional",
                    "torch.nn.modules.module", "torch.optim.optimizer", "torch.optim.sgd", "torch.autograd")
 WATCHED_PREFIXES = ("grader",)
-#: hidden from the child by :class:`ReferenceGuard`; their functions are watched through ``Snapshot.functions``
-REFERENCE_PACKAGES = ("grader.reference", "reference")
+#: hidden from the child by :class:`ReferenceGuard`; their functions are watched through ``Snapshot.functions``.
+#: A checkout's top-level ``reference`` folder is importable too where the grader runs from a checkout.
+REFERENCE_PACKAGES = (REFERENCE_PACKAGE, "reference")
 #: names torch rebinds itself (torch.set_default_dtype swaps the legacy Storage alias)
 REBOUND_BY_TORCH = {("torch", "Storage")}
 
