@@ -1,51 +1,18 @@
 """The book's objects that grading hands to student functions.
 
-They behave like Dive into Deep Learning's ``Vocab``, ``SeqDataLoader``,
-``RNNModelScratch`` and ``sgd`` but take explicit seeds so every check is
-repeatable. Nothing here is graded; it is the scaffolding around what is.
+They behave like Dive into Deep Learning's ``SeqDataLoader``, ``RNNModelScratch``
+and ``sgd`` but take explicit seeds so every check is repeatable (the book's ``Vocab``
+lives with the corpora, in :mod:`grader.corpus`). Nothing here is graded; it is the
+scaffolding around what is.
 """
 
 from __future__ import annotations
 
-import collections
 import random
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch.nn import functional as F
-
-
-class Vocab:
-    """Character vocabulary: ``<unk>`` first, then tokens by falling frequency."""
-
-    def __init__(self, tokens: Sequence[str]):
-        counts = collections.Counter(tokens)
-        ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        self.idx_to_token = ["<unk>"] + [tok for tok, _ in ordered]
-        self.token_to_idx = {tok: i for i, tok in enumerate(self.idx_to_token)}
-
-    def __len__(self) -> int:
-        return len(self.idx_to_token)
-
-    def __getitem__(self, tokens: Any) -> Any:
-        if not isinstance(tokens, (list, tuple)):
-            return self.token_to_idx.get(tokens, self.unk)
-        return [self.__getitem__(token) for token in tokens]
-
-    def to_tokens(self, indices: Any) -> Any:
-        if hasattr(indices, "tolist"):
-            indices = indices.tolist()
-        if not isinstance(indices, (list, tuple)):
-            return self.idx_to_token[int(indices)]
-        return [self.idx_to_token[int(i)] for i in indices]
-
-    @property
-    def unk(self) -> int:
-        return 0
-
-
-def encode(text: str, vocab: Vocab) -> list[int]:
-    return [vocab[ch] for ch in text]
 
 
 def seq_data_iter_random(corpus: Sequence[int], batch_size: int, num_steps: int, rng: random.Random):

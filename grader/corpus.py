@@ -13,6 +13,7 @@ same vocabulary and token ids (:func:`corpus_spec`, :func:`vocab_and_ids`).
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import http.client
@@ -25,11 +26,9 @@ import urllib.request
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
-
-from grader.book import Vocab, encode
 
 __all__ = [
     "ALPHABET",
@@ -44,6 +43,8 @@ __all__ = [
     "preprocess",
     "load_corpus",
     "fetch_time_machine",
+    "Vocab",
+    "encode",
     "corpus_spec",
     "corpus_facts",
     "vocab_and_ids",
@@ -346,6 +347,39 @@ def fetch_time_machine(cache_dir: Optional[Path] = None, timeout: float = 10) ->
 # ---------------------------------------------------------------------------
 # What a grading trains on
 # ---------------------------------------------------------------------------
+
+
+class Vocab:
+    """The book's character vocabulary: ``<unk>`` first, then tokens by falling frequency."""
+
+    def __init__(self, tokens: Sequence[str]):
+        counts = collections.Counter(tokens)
+        ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        self.idx_to_token = ["<unk>"] + [tok for tok, _ in ordered]
+        self.token_to_idx = {tok: i for i, tok in enumerate(self.idx_to_token)}
+
+    def __len__(self) -> int:
+        return len(self.idx_to_token)
+
+    def __getitem__(self, tokens: Any) -> Any:
+        if not isinstance(tokens, (list, tuple)):
+            return self.token_to_idx.get(tokens, self.unk)
+        return [self.__getitem__(token) for token in tokens]
+
+    def to_tokens(self, indices: Any) -> Any:
+        if hasattr(indices, "tolist"):
+            indices = indices.tolist()
+        if not isinstance(indices, (list, tuple)):
+            return self.idx_to_token[int(indices)]
+        return [self.idx_to_token[int(i)] for i in indices]
+
+    @property
+    def unk(self) -> int:
+        return 0
+
+
+def encode(text: str, vocab: Vocab) -> list[int]:
+    return [vocab[ch] for ch in text]
 
 #: every training check reads this many characters, of the generated corpus or of --corpus
 TRAINING_CHARS, MARKOV_SEED = 4000, 0

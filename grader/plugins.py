@@ -15,7 +15,7 @@ ENTRY_POINT_GROUP = "rnn_grader"
 
 #: Built-in plugins, imported on demand so that importing grader has no side effects: the
 #: registry (the exercises) and one checks module per exercise.
-BUILTIN_CHECKS = ("grader.registry", *(registry.checks_module(ex.name) for ex in registry.EXERCISES))
+BUILTIN_PLUGINS = ("grader.registry", *(registry.checks_module(ex.name) for ex in registry.EXERCISES))
 BUILTIN_REPORTERS = (
     "grader.report.terminal",
     "grader.report.html",
@@ -35,7 +35,7 @@ def get_plugin_manager(with_builtins: bool = True, reporters: bool = False, entr
     if with_builtins:
         # pluggy calls the most recently registered plugin first; register in reverse
         # so that exercises come out in the order the lesson teaches them.
-        for name in reversed(BUILTIN_CHECKS + (BUILTIN_REPORTERS if reporters else ())):
+        for name in reversed(BUILTIN_PLUGINS + (BUILTIN_REPORTERS if reporters else ())):
             pm.register(importlib.import_module(name), name=name)
         if entry_points:
             pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)

@@ -250,9 +250,10 @@ def _rnn_hint(step: int | None, nonzero_state: bool) -> str:
 
 
 def _rnn_probe(case: dict) -> Probe:
-    reference = functools.partial(reference_rnn, **{k: case[k] for k in (*CASE, "nonzero_state")})
-    return Probe("rnn", probe_rnn, case, reference=reference if case.get("device", "cpu") == "cpu" else None,
-                 hints=HINTS)
+    """A run of rnn on :func:`rnn_case`; values (and so the reference) are compared on the CPU only."""
+    on_cpu = case.get("device", "cpu") == "cpu"
+    reference = functools.partial(reference_rnn, **{k: case[k] for k in (*CASE, "nonzero_state")}) if on_cpu else None
+    return Probe("rnn", probe_rnn, case, reference=reference, hints=HINTS)
 
 
 @hookimpl
