@@ -23,6 +23,11 @@ class RunConfig:
     color: bool = False
     #: devices the device checks run on besides "meta" (e.g. "cuda" when available)
     extra_devices: tuple[str, ...] = field(default_factory=tuple)
+    #: the course's secret seed: every generated input is derived from it (see grader.secret)
+    secret: Optional[str] = field(default=None, repr=False)
+    #: "auto": sandbox where it works, else process limits with a notice; "require": the grade counts,
+    #: so never run student code unisolated; "allow-open": it counts, but may run unisolated (said in the report)
+    isolation: str = "auto"
 
     @property
     def devices(self) -> tuple[str, ...]:

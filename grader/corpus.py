@@ -30,6 +30,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from grader.secret import secret_seed
+
 __all__ = [
     "ALPHABET",
     "MIN_CHARS",
@@ -398,7 +400,7 @@ def text_spec(text: str, num_chars: Optional[int] = None) -> dict:
 def corpus_spec(config: Any) -> dict:
     """The corpus of a grading: ``--corpus`` (``config.corpus_path``) if given, else the generated one."""
     if config.corpus_path is None:
-        return markov_spec(TRAINING_CHARS, MARKOV_SEED)
+        return markov_spec(TRAINING_CHARS, secret_seed(getattr(config, "secret", None), MARKOV_SEED, "corpus"))
     return _file_spec(str(config.corpus_path))
 
 

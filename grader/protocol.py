@@ -8,9 +8,10 @@ Both sides import this module and nothing else of each other's.
 
 from __future__ import annotations
 
-import base64
 import enum
 import json
+import math
+import struct
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping, Optional
 
@@ -44,6 +45,10 @@ RESULT_LIMIT = 64 * MiB
 OUTPUT_LIMIT = 1 * MiB
 #: how much of a child's output is kept for the report
 OUTPUT_KEPT = 64 * 1024
+#: largest reference code a request may carry
+REFERENCE_LIMIT = 4 * MiB
+#: a frame's length prefix: 8 bytes, little-endian
+FRAME = struct.Struct("<Q")
 
 
 @dataclass(frozen=True)
@@ -79,26 +84,39 @@ class Request:
     params: Mapping[str, Any] = field(default_factory=dict)
     #: import only these files (their siblings still load when imported)
     only: Optional[tuple[str, ...]] = None
-    #: module names the reference serves in place of files that hang or end the process at import
+    #: module names served by stand-ins in place of files that hang or end the process at import
     stand_ins: tuple[str, ...] = ()
     #: attribute what the files change in the grader's world to the file that changed it
     track_files: bool = False
+    #: load each file on its own, side by side, and report how each import ended (finds files that hang)
+    separately: bool = False
+    #: the reference's code this run may hold (everything but the graded hook's answer), sent after
+    #: the request's frame and passed to the child without entering the zygote's memory
+    reference: bytes = field(default=b"", repr=False)
     #: set by the judge's runner handle; a reply carries it back
     id: int = -1
 
     def encode(self) -> bytes:
+        """A frame: the request's JSON, its length first, then the reference's bytes."""
         data = asdict(self)
+        del data["reference"]
         data["files"], data["params"] = dict(self.files), dict(self.params)
-        return json.dumps(data).encode("utf-8") + b"\n"
+        data["reference_size"] = len(self.reference)
+        body = json.dumps(data).encode("utf-8")
+        return FRAME.pack(len(body)) + body + self.reference
 
     @classmethod
-    def decode(cls, line: bytes) -> "Request":
+    def decode(cls, body: bytes) -> tuple["Request", int]:
+        """The request in a frame's JSON, and how many reference bytes follow it."""
         try:
-            data = json.loads(line)
+            data = json.loads(body)
+            size = int(data.pop("reference_size", 0))
             data["limits"] = Limits(**data["limits"])
             data["only"] = tuple(data["only"]) if data.get("only") is not None else None
             data["stand_ins"] = tuple(data.get("stand_ins", ()))
-            return cls(**data)
+            if size < 0 or size > REFERENCE_LIMIT:
+                raise ValueError(f"reference of {size} bytes")
+            return cls(**data), size
         except (ValueError, TypeError, KeyError) as exc:
             raise ProtocolError(f"malformed request: {exc}") from None
 
@@ -126,32 +144,55 @@ class Reply:
     def runner_died(cls, request_id: int = -1) -> "Reply":
         return cls(request_id, Status.RUNNER_DIED)
 
-    def encode(self) -> bytes:
+    def head(self, result_size: Optional[int], output_size: int) -> bytes:
+        """The reply's line; ``result_size`` bytes of result (None: no result) and ``output_size``
+        bytes of output follow it, written straight from the child's buffers."""
         data = asdict(self)
-        data["status"] = self.status.value
-        data["result"] = base64.b64encode(self.result).decode("ascii") if self.result is not None else None
+        del data["result"], data["output"]
+        data.update(status=self.status.value, result_size=result_size, output_size=output_size)
         return json.dumps(data).encode("utf-8") + b"\n"
 
+    @staticmethod
+    def sizes(line: bytes) -> tuple[Optional[int], int]:
+        """How many bytes of result and of output follow a reply's line (bounded by the limits)."""
+        try:
+            data = json.loads(line, parse_int=_parse_int, parse_constant=_reject_constant)
+            result_size, output_size = data.get("result_size"), int(data.get("output_size", 0))
+            if result_size is not None:
+                result_size = int(result_size)
+                if not 0 <= result_size <= RESULT_LIMIT:
+                    raise ValueError(f"result of {result_size} bytes")
+            if not 0 <= output_size <= OUTPUT_KEPT:
+                raise ValueError(f"output of {output_size} bytes")
+            return result_size, output_size
+        except Exception as exc:  # noqa: BLE001 - any deviation means the runner cannot be believed
+            raise ProtocolError(f"malformed reply: {type(exc).__name__}") from None
+
     @classmethod
-    def decode(cls, line: bytes) -> "Reply":
+    def decode(cls, line: bytes, result: Optional[bytes] = None, output: bytes = b"") -> "Reply":
         """Strictly: any deviation from the shape is a :class:`ProtocolError`."""
         try:
-            data = json.loads(line)
-            result = data.get("result")
+            data = json.loads(line, parse_int=_parse_int, parse_constant=_reject_constant)
+            if not isinstance(data, dict):
+                raise ProtocolError("a reply is a JSON object")
+            printed = int(data.get("printed", 0))
+            text = output.decode("utf-8", "replace") + ("\n[output truncated]" if printed > len(output) else "")
             return cls(
                 id=int(data["id"]),
                 status=Status(data["status"]),
-                result=base64.b64decode(result, validate=True) if result is not None else None,
-                output=str(data.get("output", "")),
-                seconds=float(data.get("seconds", 0.0)),
-                printed=int(data.get("printed", 0)),
-                cpu_seconds=float(data.get("cpu_seconds", 0.0)),
+                result=result,
+                output=text,
+                seconds=_finite(data.get("seconds", 0.0)),
+                printed=printed,
+                cpu_seconds=_finite(data.get("cpu_seconds", 0.0)),
                 cpu_limit=_optional_int(data.get("cpu_limit")),
                 signal=_optional_int(data.get("signal")),
                 exit_code=_optional_int(data.get("exit_code")),
             )
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except ProtocolError as exc:
             raise ProtocolError(f"malformed reply: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - whatever the line held (deep nesting, odd types), the reply is malformed
+            raise ProtocolError(f"malformed reply: {type(exc).__name__}: {_valid_text(str(exc))[:200]}") from None
 
 
 #: the runner's first line: it has imported torch and is ready for requests
@@ -160,3 +201,30 @@ READY = b'{"ready": true}\n'
 
 def _optional_int(value: Any) -> Optional[int]:
     return None if value is None else int(value)
+
+
+def _parse_int(literal: str) -> int:
+    # no reply field needs more; a long digit string would make int() slow or raise
+    if len(literal.lstrip("-")) > 32:
+        raise ValueError("integer too long")
+    return int(literal)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"bare {name}")
+
+
+def _finite(value: Any) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("not a finite number")
+    return number
+
+
+def _valid_text(text: str) -> str:
+    # lone surrogates (from \ud800 escapes) cannot be written as UTF-8 into a report
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text

@@ -8,6 +8,9 @@ its checks ``grader/checks/NAME.py``. ``tests/test_architecture.py`` fails when 
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 from grader import hookimpl
 from grader.definitions import Exercise
 
@@ -34,6 +37,24 @@ EXERCISE_HOOKS = tuple(hook for exercise in EXERCISES for hook in exercise.hooks
 EXERCISE_OF_HOOK = {hook: exercise.name for exercise in EXERCISES for hook in exercise.hooks}
 #: the packages holding one module per exercise
 CHECKS_PACKAGE, REFERENCE_PACKAGE = "grader.checks", "grader.reference"
+#: the demo submission: nearly every function correct, so as much an answer as the reference
+DEMO_PACKAGE = "grader.demo"
+#: packages that hold answers: never loaded in the runner, never visible in its sandbox (a checkout's
+#: ``reference`` folder is importable as a top-level package too)
+ANSWER_PACKAGES = (REFERENCE_PACKAGE, DEMO_PACKAGE, "reference")
+
+
+def answer_dirs() -> tuple[str, ...]:
+    """Every folder an answer package is importable from, found without importing it."""
+    found = []
+    for package in ANSWER_PACKAGES:
+        try:
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            continue
+        if spec is not None and spec.submodule_search_locations:
+            found += [os.path.realpath(p) for p in spec.submodule_search_locations]
+    return tuple(sorted(set(found)))
 
 
 def file_name(exercise: str) -> str:

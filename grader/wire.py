@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -110,35 +111,88 @@ def dumps(value: Any) -> bytes:
 # ----------------------------------------------------------------- judge side
 
 
+#: longest integer literal a result may hold; int() of a long digit string is slow, and torch ints are 64-bit
+MAX_INT_DIGITS = 64
+#: longest float literal; repr() of any float is far shorter
+MAX_FLOAT_CHARS = 64
+#: most items in one list, or keys in one dict, of a result
+MAX_ITEMS = 1 << 20
+#: deepest nesting of lists and dicts in a result
+MAX_DEPTH = 64
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """``text`` as valid Unicode: lone surrogates (from ``\\ud800`` escapes) shown as ``\\ud800``.
+
+    Such strings cannot be written as UTF-8, so one would break results.json or report.html.
+    """
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def loads(raw: bytes, max_bytes: int) -> Any:
+    """Decode a result strictly: anything that is not small, well-formed plain data is a :class:`WireError`."""
     if len(raw) > max_bytes:
         raise WireError(f"result of {len(raw)} bytes is over the {max_bytes}-byte limit")
     try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireError(f"result is not valid JSON: {exc}") from None
-    return decode(data)
+        data = json.loads(bytes(raw).decode("utf-8"), parse_constant=_reject_constant,
+                          parse_int=_parse_int, parse_float=_parse_float)
+        return decode(data)
+    except WireError:
+        raise
+    except RecursionError:
+        raise WireError("result nested too deeply") from None
+    except MemoryError:  # the half-built result is freed on the way out
+        raise WireError("result too large to decode") from None
+    except (ValueError, OverflowError, TypeError) as exc:  # UnicodeDecodeError and JSONDecodeError among them
+        raise WireError(f"result is not valid JSON: {valid_text(str(exc))[:300]}") from None
 
 
 def _reject_constant(name: str) -> Any:
     raise WireError(f"bare {name} in result")
 
 
+def _parse_int(literal: str) -> int:
+    digits = len(literal.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise WireError(f"integer too long ({digits} digits) in result")
+    return int(literal)
+
+
+def _parse_float(literal: str) -> float:
+    if len(literal) > MAX_FLOAT_CHARS:
+        raise WireError(f"number literal too long ({len(literal)} characters) in result")
+    value = float(literal)
+    if not math.isfinite(value):  # e.g. 1e999: the runner sends inf and nan as FLOAT_KEY records
+        raise WireError(f"number {literal[:20]} out of range in result")
+    return value
+
+
 def decode(data: Any, depth: int = 0) -> Any:
-    if depth > 64:
+    """JSON data from :func:`json.loads` as plain values and :class:`TensorData`; every string valid Unicode."""
+    if depth > MAX_DEPTH:
         raise WireError("result nested too deeply")
+    if isinstance(data, str):
+        return valid_text(data)
     if isinstance(data, dict):
+        if len(data) > MAX_ITEMS:
+            raise WireError(f"an object of {len(data)} keys in result (at most {MAX_ITEMS})")
         if TENSOR_KEY in data:
             return _decode_tensor(data[TENSOR_KEY])
         if FLOAT_KEY in data:
             text = data[FLOAT_KEY]
-            if text not in ("nan", "inf", "-inf"):
-                raise WireError(f"bad special float {text!r}")
+            if not isinstance(text, str) or text not in ("nan", "inf", "-inf"):
+                raise WireError(f"bad special float {valid_text(repr(text))[:50]}")
             return float(text)
-        return {k: decode(v, depth + 1) for k, v in data.items()}
+        return {valid_text(k): decode(v, depth + 1) for k, v in data.items()}
     if isinstance(data, list):
+        if len(data) > MAX_ITEMS:
+            raise WireError(f"a list of {len(data)} items in result (at most {MAX_ITEMS})")
         return [decode(v, depth + 1) for v in data]
-    if data is None or isinstance(data, (bool, int, float, str)):
+    if data is None or isinstance(data, (bool, int, float)):
         return data
     raise WireError(f"unexpected {type(data).__name__} in result")
 
@@ -147,11 +201,21 @@ def _decode_tensor(d: Any) -> TensorData:
     if not isinstance(d, dict):
         raise WireError("tensor record is not an object")
     try:
-        dtype, shape, device = str(d["dtype"]), tuple(int(s) for s in d["shape"]), str(d["device"])
-        flags = [bool(d[k]) for k in ("requires_grad", "is_leaf", "has_grad_fn")]
-        data = d["data"]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise WireError(f"malformed tensor record: {exc}") from None
+        return _tensor_from_record(d)
+    except WireError:
+        raise
+    except (KeyError, TypeError, ValueError, OverflowError, MemoryError) as exc:  # binascii.Error is a ValueError
+        raise WireError(f"malformed tensor record: {valid_text(str(exc))[:300]}") from None
+
+
+def _tensor_from_record(d: dict) -> TensorData:
+    dtype, device = valid_text(str(d["dtype"]))[:50], valid_text(str(d["device"]))[:50]
+    shape = d["shape"]
+    if not isinstance(shape, list) or len(shape) > MAX_DEPTH or not all(type(s) is int for s in shape):
+        raise WireError("tensor shape is not a short list of whole numbers")
+    shape = tuple(shape)
+    flags = [bool(d[k]) for k in ("requires_grad", "is_leaf", "has_grad_fn")]
+    data = d["data"]
     if any(s < 0 for s in shape):
         raise WireError("negative tensor dimension")
     array = None

@@ -142,3 +142,18 @@ def assert_caught_where_it_lives(report, bug: Bug, exercise: str) -> None:
     assert report.max_points - report.points >= least - 1e-6
     message = checks[bug.fails[0]].message.lower()
     assert any(w.lower() in message for w in bug.words), f"none of {bug.words} in: {checks[bug.fails[0]].message}"
+
+
+def assert_reports_written(report) -> None:
+    """Every reporter copes with the report: results.json parses and report.html is not empty."""
+    import json
+    import tempfile
+
+    from grader.cli import write_reports
+    from grader.config import RunConfig
+    from grader.plugins import get_plugin_manager
+
+    with tempfile.TemporaryDirectory() as out:
+        assert write_reports(get_plugin_manager(reporters=True), report, RunConfig(out_dir=Path(out)))
+        assert json.loads((Path(out) / "results.json").read_text(encoding="utf-8"))["tests"]
+        assert len((Path(out) / "report.html").read_text(encoding="utf-8")) > 1000

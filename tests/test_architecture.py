@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from grader import registry
 
 GRADER = REPO / "grader"
 RUNNER_SIDE = ("grader.runner",)
@@ -102,12 +103,31 @@ def test_the_runner_process_loads_no_judge_module():
     """What the runner's zygote and child import, listed in a fresh interpreter started as the sandbox starts it."""
     code = ("import json, sys; sys.path.insert(0, sys.argv[1]); "
             "from grader.runner import zygote; zygote.preload(); "
-            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('grader'))))")
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('grader', 'reference')))))")
     done = subprocess.run([sys.executable, "-I", "-B", "-c", code, str(REPO)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert "grader.runner.child" in loaded and "grader.checks.rnn_scratch" in loaded  # it did load the runner's code
     assert not [m for m in loaded if within(m, JUDGE_SIDE)]
+    # every child is a copy of the zygote: it must hold no answer at all
+    assert not [m for m in loaded if within(m, (*registry.ANSWER_PACKAGES, "reference"))]
+
+
+@pytest.mark.parametrize("graded", registry.EXERCISE_HOOKS)
+def test_a_run_holds_every_reference_hook_but_the_graded_one(graded):
+    """Each run gets the reference of the other hooks, minus what would compute the graded one."""
+    from grader.judge.answers import hooks_without, parts_without
+
+    held = hooks_without(graded)
+    assert graded not in held
+    assert set(held) >= {"get_params", "init_rnn_state", "rnn"} - {graded}  # the model around every other hook
+    source = parts_without(graded).decode()
+    assert f"def {graded}(" not in source
+    only_for = {"rnn_model": "RNNModel", "sine_model": "SineRNN"}  # classes that are the answer's substance
+    if graded in only_for:
+        assert only_for[graded] not in source
+    if graded == "grad_clipping":  # the reference train_epoch calls the reference grad_clipping
+        assert "train_epoch" not in held
 
 
 def private_uses(source: str, name: str) -> list[str]:

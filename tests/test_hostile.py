@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXERCISE_OF_FILE, REFERENCE, by_exercise
+from conftest import EXERCISE_OF_FILE, REFERENCE, assert_reports_written, by_exercise
+from grader.config import RunConfig
 #: per-check time limit here (correct code needs under 1 s per check)
 HOSTILE_TIMEOUT = 5.0
 #: wall-clock bound for grading one hostile submission
@@ -53,12 +54,11 @@ def no_processes_with(marker: str) -> bool:
 
 
 def grade_hostile(grading, submission, files: dict):
-    from grader.config import RunConfig
-
     start = time.monotonic()
     report = grading(submission(files), RunConfig(check_timeout=HOSTILE_TIMEOUT))
     elapsed = time.monotonic() - start
     assert elapsed < BOUND, f"took {elapsed:.0f} s"
+    assert_reports_written(report)
     return report
 
 
@@ -113,6 +113,20 @@ def test_train_epoch_still_graded_when_the_clipping_file_hangs_at_import(grading
     report = grade_hostile(grading, submission, with_prelude("grad_clipping.py", "while True:\n    pass\n"))
     assert by_exercise(report)["train_epoch"].points == 20
     assert any("took longer than" in p.message for p in report.problems if p.path == "grad_clipping.py")
+
+
+def test_four_files_that_hang_at_import_are_graded_quickly_with_default_limits(grading, submission):
+    hanging = ("grad_clipping.py", "predict.py", "sine_wave.py", "gradient_flow.py")
+    files = {name: "while True:\n    pass\n" + reference_source(name) for name in hanging}
+    start = time.monotonic()
+    report = grading(submission(files), RunConfig())
+    elapsed = time.monotonic() - start
+    assert elapsed < 45, f"took {elapsed:.0f} s"
+    assert_honest(report, list(hanging))
+    for name in hanging:
+        assert by_exercise(report)[EXERCISE_OF_FILE[name]].points == 0
+        assert any("took longer than" in p.message for p in report.problems if p.path == name)
+    assert_reports_written(report)
 
 
 def test_fork_bomb_is_contained(grading, submission, sandboxed):

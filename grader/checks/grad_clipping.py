@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -10,7 +10,8 @@ from torch import nn
 
 from grader import hookimpl
 from grader.definitions import Check, Probe
-from grader.results import Verdict
+from grader.results import PASSED, Verdict
+from grader.secret import secret_params
 from grader.wire import TensorData
 
 EXERCISE = "grad_clipping"
@@ -24,10 +25,10 @@ CASES = {
 SHAPES = [(6, 4), (4,), (4, 3), (3,)]
 
 
-def make_grads(case: str) -> tuple[list, float]:
+def make_grads(case: str, seed: int) -> tuple[list, float]:
     """Gradients with a known joint norm for ``case``, plus theta."""
     _, theta, multiple, equal = CASES[case]
-    g = torch.Generator().manual_seed(sorted(CASES).index(case) + 3)
+    g = torch.Generator().manual_seed(seed)
     grads = [torch.randn(*shape, generator=g) for shape in SHAPES]
     if equal:  # each parameter's own norm is below theta, only the joint norm is above
         target = multiple * theta / np.sqrt(len(grads))
@@ -49,9 +50,12 @@ class ScratchModel:
                              "its parameters are the list net.params")
 
 
-def probe_clip(ctx, case: str) -> Any:
-    grads, theta = make_grads(case)
-    g = torch.Generator().manual_seed(99)
+def probe_clip(ctx, case: str, seed: int, value_seed: int, companion: Optional[dict] = None) -> Any:
+    """One call of the student's grad_clipping; ``companion``: one more call on another case, run the same way."""
+    if companion is not None:
+        return dict(probe_clip(ctx, case, seed, value_seed), companion=probe_clip(ctx, **companion))
+    grads, theta = make_grads(case, seed)
+    g = torch.Generator().manual_seed(value_seed)
     values = [torch.randn(*shape, generator=g) for shape in SHAPES]
     kind = CASES[case][0]
     if kind == "module":
@@ -80,8 +84,24 @@ def probe_clip(ctx, case: str) -> Any:
     }
 
 
-def judge_clip(observed: Any, case: str) -> Verdict:
-    grads, theta = make_grads(case)
+def judge_clip(observed: Any, case: str, seed: int, value_seed: int, companion: Optional[dict] = None) -> Verdict:
+    verdict = _judge_one(observed, case, seed, value_seed)
+    if companion is None or verdict.status != PASSED:
+        return verdict
+    # gradients below θ are left alone by a function that does nothing at all, which earns nothing
+    above = companion["case"]
+    grads, theta = make_grads(above, companion["seed"])
+    got = observed["companion"]["grads"]
+    if all(isinstance(g, TensorData) and g.array is not None and g.array.shape == tuple(w.shape) and
+           np.array_equal(g.array, w.numpy()) for g, w in zip(got, grads)):
+        norm = float(torch.sqrt(sum((g ** 2).sum() for g in grads)))
+        return Verdict.failed(f"gradients below θ were left alone, but so were gradients of joint norm {norm:.3g} "
+                              f"> θ = {theta}: grad_clipping does not clip yet")
+    return verdict
+
+
+def _judge_one(observed: Any, case: str, seed: int, value_seed: int) -> Verdict:
+    grads, theta = make_grads(case, seed)
     given = [gr.numpy().astype(np.float64) for gr in grads]
     norm = float(np.sqrt(sum((gr ** 2).sum() for gr in given)))
     scale = min(1.0, theta / norm)
@@ -153,7 +173,11 @@ def _diagnose(given: list, got: list, norm: float, new_norm: float, theta: float
 @hookimpl
 def grader_checks(config):
     def clip(name: str, title: str, points: float) -> Check:
-        return Check(EXERCISE, name, title, points, Probe("grad_clipping", probe_clip, dict(case=name)), judge_clip)
+        params = dict(case=name, seed=sorted(CASES).index(name) + 3, value_seed=99)
+        if name == "below":
+            params["companion"] = dict(case="above", seed=sorted(CASES).index("above") + 3, value_seed=99)
+        params = secret_params(params, config.secret)
+        return Check(EXERCISE, name, title, points, Probe("grad_clipping", probe_clip, params), judge_clip)
 
     return [
         clip("above", "gradients above θ are rescaled to norm θ, direction kept (nn.Module)", 3),

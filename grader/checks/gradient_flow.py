@@ -24,6 +24,7 @@ from grader.figures import rounded
 from grader.hints import with_device_hint
 from grader.plugins import reference_hooks
 from grader.results import ERROR, Verdict
+from grader.secret import secret_params
 from grader.wire import TensorData
 
 EXERCISE = "gradient_flow"
@@ -287,7 +288,8 @@ def _references(cases: list, chain: dict) -> None:
 
 @hookimpl
 def grader_checks(config):
-    params = dict(cases=[dict(c) for c in CASES], chain=dict(CHAIN), devices=list(config.devices))
+    params = secret_params(dict(cases=[dict(c) for c in CASES], chain=dict(CHAIN), devices=list(config.devices)),
+                           config.secret)
     # one run for every check: each reads its part of it
     run = Probe("state_jacobian", probe_jacobian, params,
                 reference=functools.partial(_references, params["cases"], params["chain"]))

@@ -6,7 +6,7 @@ import ast
 import functools
 import json
 from functools import lru_cache
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -28,15 +28,15 @@ def _cases(tokens: list[str]) -> list[list]:
     return [[f"{word} {letters[5]}", 20], [letters[1], 12], [f"{letters[2]}{letters[0]} ", 1], [word, 0]]
 
 
-def trained_model(corpus: dict) -> dict:
+def trained_model(corpus: dict, secret: Optional[str] = None) -> dict:
     """Parameters and vocabulary of the reference model after the standard budget."""
-    return _trained_model(repr(corpus))
+    return _trained_model(repr(corpus), secret)
 
 
 @lru_cache(maxsize=4)
-def _trained_model(key: str) -> dict:
+def _trained_model(key: str, secret: Optional[str]) -> dict:
     corpus = ast.literal_eval(key)
-    setup = default_setup(corpus)
+    setup = default_setup(corpus, secret)
     run = reference_training(setup)
     vocab, _ = vocab_and_ids(corpus)
     return {
@@ -191,7 +191,7 @@ def _decode(ids: list, tokens: list[str]) -> str:
 @hookimpl
 def grader_checks(config):
     # the reference model is the input here: the student's predict generates from it
-    model = trained_model(corpus_spec(config))
+    model = trained_model(corpus_spec(config), config.secret)
     cases = _cases(model["tokens"])
     run = Probe("predict", probe_predict, dict(model=model, cases=cases),
                 reference=functools.partial(reference_texts, model, cases))

@@ -34,6 +34,7 @@ from grader.hints import hidden_size_mismatch, with_device_hint
 from grader.nets import linear_values, output_layer, set_output_layer, state_record, unregistered, uses_layer
 from grader.plugins import reference_hooks
 from grader.results import ERROR, Verdict
+from grader.secret import secret_params
 from grader.wire import TensorData
 
 EXERCISE = "rnn_concise"
@@ -459,12 +460,12 @@ def _references(params: dict) -> None:
 
 @hookimpl
 def grader_checks(config):
-    params = dict(
+    params = secret_params(dict(
         scratch=dict(SCRATCH), layers={k: dict(v) for k, v in LAYERS.items()}, case=dict(LAYER_CASE),
         # on 'meta' torch runs recurrent layers step by step in Python, so the device runs are kept short
         devices=list(config.devices), device_layers=["deep_bi_rnn", "lstm"], device_case=dict(LAYER_CASE, num_steps=3),
         train=dict(setup=dict(TRAIN, corpus=corpus_spec(config)), epochs=EPOCHS, num_preds=NUM_PREDS),
-    )
+    ), config.secret)
     # one run for every check: each reads its part of it
     run = Probe("rnn_model", probe_concise, params, timeout=20.0, reference=functools.partial(_references, params))
     checks = [

@@ -17,6 +17,7 @@ from grader.hints import Hint
 from grader.nets import state_record
 from grader.plugins import reference_hooks
 from grader.results import Verdict
+from grader.secret import secret_params
 from grader.wire import TensorData
 
 EXERCISE = "rnn_scratch"
@@ -258,10 +259,13 @@ def _rnn_probe(case: dict) -> Probe:
 
 @hookimpl
 def grader_checks(config):
+    def inputs(params: dict) -> dict:
+        return secret_params(params, config.secret)
+
     size = dict(vocab_size=V, num_hiddens=256)
-    params = Probe("get_params", probe_params, dict(size, device="cpu"), hints=HINTS)
-    state = Probe("init_rnn_state", probe_state, dict(batch_size=5, num_hiddens=H, device="cpu"), hints=HINTS)
-    forward = _rnn_probe(dict(CASE, nonzero_state=False))
+    params = Probe("get_params", probe_params, inputs(dict(size, device="cpu")), hints=HINTS)
+    state = Probe("init_rnn_state", probe_state, inputs(dict(batch_size=5, num_hiddens=H, device="cpu")), hints=HINTS)
+    forward = _rnn_probe(inputs(dict(CASE, nonzero_state=False)))
     checks = [
         Check(EXERCISE, "params.shapes", "get_params returns five leaf tensors of the right shapes", 3,
               params, judge_params_shapes),
@@ -273,20 +277,20 @@ def grader_checks(config):
         Check(EXERCISE, "rnn.forward", "rnn computes the reference's outputs and final state", 7,
               forward, judge_rnn_values),
         Check(EXERCISE, "rnn.carries_state", "rnn starts from the state it is given", 3,
-              _rnn_probe(dict(CASE, seed=11, nonzero_state=True)), judge_rnn_values),
+              _rnn_probe(inputs(dict(CASE, seed=11, nonzero_state=True))), judge_rnn_values),
         Check(EXERCISE, "rnn.gradients", "gradients through rnn match the reference's", 5,
-              _rnn_probe(dict(CASE, seed=13, nonzero_state=True, gradients=True)), judge_rnn_values),
+              _rnn_probe(inputs(dict(CASE, seed=13, nonzero_state=True, gradients=True))), judge_rnn_values),
     ]
     share = 1.0 / len(config.devices)
     for device in config.devices:
         checks += [
             Check(EXERCISE, f"params.device.{device}", f"get_params creates every tensor on the device it is given ({device})",
-                  2 * share, Probe("get_params", probe_params, dict(size, device=device), hints=HINTS),
+                  2 * share, Probe("get_params", probe_params, inputs(dict(size, device=device)), hints=HINTS),
                   judge_params_shapes),
             Check(EXERCISE, f"state.device.{device}", f"init_rnn_state creates the state on the device it is given ({device})",
-                  1 * share, Probe("init_rnn_state", probe_state, dict(batch_size=5, num_hiddens=H, device=device),
+                  1 * share, Probe("init_rnn_state", probe_state, inputs(dict(batch_size=5, num_hiddens=H, device=device)),
                                    hints=HINTS), judge_state),
             Check(EXERCISE, f"rnn.device.{device}", f"rnn keeps every tensor on the inputs' device ({device})",
-                  2 * share, _rnn_probe(dict(CASE, nonzero_state=False, device=device)), judge_rnn_shapes),
+                  2 * share, _rnn_probe(inputs(dict(CASE, nonzero_state=False, device=device))), judge_rnn_shapes),
         ]
     return checks

@@ -27,6 +27,7 @@ from grader.hints import hidden_size_mismatch, with_device_hint
 from grader.nets import unregistered
 from grader.plugins import reference_hooks
 from grader.results import ERROR, Verdict
+from grader.secret import secret_params
 from grader.wire import TensorData
 
 EXERCISE = "sine_wave"
@@ -41,6 +42,13 @@ TRAIN = dict(seed=0, input_dim=1, hidden_dim=16, out_dim=1, iterations=250, lr=1
 MSE_FACTOR = 2.0
 #: forward values computed two ways by a correct model agree to float32 rounding
 RTOL = 64 * FLOAT32_EPS
+
+
+def eval_starts(seed: int) -> list[float]:
+    """Where the eval sequences start: the published STARTS, shifted by a phase the seed picks (none for seed 0),
+    so that predictions made for the published inputs are not predictions for a secret seed's."""
+    phase = math.fmod(seed * 0.6180339887, 2 * math.pi)
+    return [round(start + phase, 6) for start in STARTS]
 
 
 def sine_sequence(start: float):
@@ -285,7 +293,7 @@ def train_sine(model: Any, seed: int, hidden_dim: int, iterations: int, lr: floa
         losses.append(float(loss.detach()))
     errors, predictions = [], []
     with torch.no_grad():
-        for start in STARTS:
+        for start in eval_starts(seed):
             x, y = sine_sequence(start)
             out, _ = model(x, torch.zeros(1, 1, hidden_dim))
             errors.append(float(torch.mean((out - y) ** 2)))
@@ -341,10 +349,11 @@ def judge_training(observed: Any, train: dict, **_: Any) -> Verdict:
         return Verdict.failed(f"cannot train: on one sequence of {NUM_POINTS - 1} steps the model's y has shape "
                               f"{tuple(got) if got else 'unknown'}, expected (1, {NUM_POINTS - 1}, {out_dim})")
     ref = reference_training(**train)
-    mse, want = observed["mse"], ref["mse"]
+    mse, want = eval_mse(observed["predictions"], train["seed"]), ref["mse"]
     limit = MSE_FACTOR * want
-    x = [round(v, 4) for v in np.linspace(STARTS[0], STARTS[0] + SPAN, NUM_POINTS)[1:].tolist()]
-    truth = [round(math.sin(v), 5) for v in np.linspace(STARTS[0], STARTS[0] + SPAN, NUM_POINTS)[1:].tolist()]
+    first = eval_starts(train["seed"])[0]
+    x = [round(v, 4) for v in np.linspace(first, first + SPAN, NUM_POINTS)[1:].tolist()]
+    truth = [round(math.sin(v), 5) for v in np.linspace(first, first + SPAN, NUM_POINTS)[1:].tolist()]
     steps = [ref["every"] * (i + 1) for i in range(len(ref["loss_curve"]))]
     figures = {
         "prediction": {"series": [
@@ -364,11 +373,23 @@ def judge_training(observed: Any, train: dict, **_: Any) -> Verdict:
         return Verdict.failed(f"eval MSE {mse:.4g}, but" + _unregistered_note(hidden)[1:], figures=figures)
     if mse > limit:
         return Verdict.failed(
-            f"after {iterations} Adam steps the one-step-ahead MSE (mean over starts {', '.join(map(str, STARTS))}) is "
+            f"after {iterations} Adam steps the one-step-ahead MSE (mean over starts {', '.join(map(str, eval_starts(train['seed'])))}) is "
             f"{mse:.4g}, above {limit:.4g} ({MSE_FACTOR:g}x the reference's {want:.4g} on the same budget)"
             + _training_hint(mse, hidden), figures=figures)
     return Verdict.passed(f"eval MSE {mse:.4g} after {iterations} Adam steps (reference {want:.4g}, pass below {limit:.4g})",
                           figures=figures)
+
+
+def eval_mse(predictions: Any, seed: int) -> float:
+    """The eval MSE of the predictions the run sent, against the wave the judge knows (the run's own figure is not used)."""
+    errors = []
+    for start, predicted in zip(eval_starts(seed), predictions):
+        _, y = sine_sequence(start)
+        got = np.asarray(predicted, dtype=np.float64).reshape(-1)
+        if got.shape != (NUM_POINTS - 1,):
+            return math.nan
+        errors.append(float(np.mean((got - y.reshape(-1).numpy().astype(np.float64)) ** 2)))
+    return sum(errors) / len(errors) if len(errors) == len(STARTS) else math.nan
 
 
 def _training_hint(mse: float, hidden: list) -> str:
@@ -391,7 +412,7 @@ def _unregistered_note(hidden: list) -> str:
 
 @hookimpl
 def grader_checks(config):
-    params = dict(forward=dict(FORWARD), devices=list(config.devices), train=dict(TRAIN))
+    params = secret_params(dict(forward=dict(FORWARD), devices=list(config.devices), train=dict(TRAIN)), config.secret)
     # one run for every check: each reads its part of it
     run = Probe("sine_model", probe_sine, params, reference=functools.partial(reference_training, **params["train"]))
 

@@ -19,6 +19,7 @@ import grader
 from grader.config import RunConfig
 from grader.corpus import corpus_facts, corpus_spec
 from grader.definitions import Check, Exercise, Probe
+from grader.judge.answers import parts_without
 from grader.judge.loading import LoadedFiles, load, read_submission, run_timeout
 from grader.judge.runners import Runner
 from grader.judge.verdicts import decode, verdict_for
@@ -131,7 +132,8 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
 def _request(probe: Probe, submission: LoadedFiles, config: RunConfig) -> Request:
     timeout = run_timeout(probe.timeout, config)
     return Request(files=submission.files, timeout=timeout, limits=DEFAULT_LIMITS.for_timeout(timeout),
-                   probe=probe.path, hook=probe.hook, params=probe.params, stand_ins=submission.stand_ins)
+                   probe=probe.path, hook=probe.hook, params=probe.params, stand_ins=submission.stand_ins,
+                   reference=parts_without(probe.hook))
 
 
 def _integrity_by_exercise(events: list[tuple[Check, dict]], where: dict[str, str], the_plan: Plan) -> dict[str, list[str]]:

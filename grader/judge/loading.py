@@ -7,45 +7,118 @@ and replaced by a reference stand-in, so that the files importing it can still b
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable
 
 from grader.config import RunConfig
 from grader.judge.runners import Runner
-from grader.judge.verdicts import Decoded, decode
+from grader.judge.verdicts import SIGNALS, Decoded, decode
 from grader.protocol import DEFAULT_LIMITS, MiB, Reply, Request, Status
 from grader.results import FileProblem
 
 #: largest submission file, and all files together, that the grader accepts
 FILE_LIMIT, SUBMISSION_LIMIT = 1 * MiB, 4 * MiB
+#: most .py files graded from one submission; the rest are named in one problem
+MAX_FILES = 32
 #: seconds a submission's files may take to import
 IMPORT_TIMEOUT = 10.0
 
 
+#: open a submission file without following a symbolic link or waiting on a FIFO put in its place
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_SYMLINK = "is a symbolic link; it was not followed (put the file itself in the folder)"
+
+
 def read_submission(folder: Path) -> tuple[dict[str, str], list[FileProblem]]:
-    """The submission's top-level .py files as text; files the grader cannot take are problems."""
+    """The submission's top-level .py files as text; files the grader cannot take are problems.
+
+    Only regular files in the folder itself are read: a symbolic link could point the grader at
+    any file on the machine, and a FIFO would block it.
+    """
     files: dict[str, str] = {}
     problems: list[FileProblem] = []
-    total = 0
-    for path in sorted(folder.glob("*.py")):
-        if path.name == "__init__.py" or not path.is_file():
-            continue
-        size = path.stat().st_size
-        if size > FILE_LIMIT or total + size > SUBMISSION_LIMIT:
-            problems.append(FileProblem(path.name, f"is {size} bytes; files over {FILE_LIMIT // MiB} MiB "
-                                                   f"(or {SUBMISSION_LIMIT // MiB} MiB together) are not graded"))
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".py") and n != "__init__.py")
+    except OSError as exc:
+        return files, [FileProblem(".", f"the folder cannot be read: {exc.strerror}")]
+    total, taken, left_out = 0, 0, []
+    for name in names:
+        shown = _printable_name(name)
+        if shown != name:  # os.fsdecode kept the undecodable bytes as surrogates
+            problems.append(FileProblem(shown, "has a name that is not valid UTF-8; rename it with plain letters, "
+                                               "digits and underscores"))
             continue
         try:
-            files[path.name] = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            problems.append(FileProblem(path.name, "is not UTF-8 text; save it as UTF-8"))
-            continue
+            mode = os.lstat(folder / name).st_mode
         except OSError as exc:
-            problems.append(FileProblem(path.name, f"cannot be read: {exc.strerror}"))
+            problems.append(FileProblem(name, f"cannot be read: {exc.strerror}"))
             continue
+        if stat.S_ISLNK(mode):
+            problems.append(FileProblem(name, _SYMLINK))
+            continue
+        if not stat.S_ISREG(mode):
+            if not stat.S_ISDIR(mode):  # a FIFO, socket or device; a folder named x.py is simply not a file
+                problems.append(FileProblem(name, "is not a regular file; it was not read"))
+            continue
+        if taken == MAX_FILES:
+            left_out.append(name)
+            continue
+        taken += 1
+        try:
+            raw, size = _read_regular(folder / name)
+        except OSError as exc:  # ELOOP: replaced by a link since lstat
+            why = _SYMLINK if exc.errno == errno.ELOOP else f"cannot be read: {exc.strerror}"
+            problems.append(FileProblem(name, why))
+            continue
+        if size > FILE_LIMIT or total + size > SUBMISSION_LIMIT:
+            problems.append(FileProblem(name, f"is {size} bytes; files over {FILE_LIMIT // MiB} MiB "
+                                              f"(or {SUBMISSION_LIMIT // MiB} MiB together) are not graded"))
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            problems.append(FileProblem(name, "is not UTF-8 text; save it as UTF-8"))
+            continue
+        files[name] = text.replace("\r\n", "\n").replace("\r", "\n")  # newlines as a text-mode read gives them
         total += size
+    if left_out:
+        shown = ", ".join(left_out[:5]) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")
+        problems.append(FileProblem(".", f"has {taken + len(left_out)} .py files; only the first {MAX_FILES} in name "
+                                         f"order were graded, not {shown}; remove files that are not part of your "
+                                         "solution"))
     return files, problems
+
+
+def _printable_name(name: str) -> str:
+    """``name`` itself when it is valid UTF-8, else its bytes with the undecodable ones shown as ``\\xff``."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+    return name
+
+
+def _read_regular(path: Path) -> tuple[bytes, int]:
+    """Up to ``FILE_LIMIT + 1`` bytes of a regular file, and its size; OSError for anything else."""
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks, size = [], 0
+        while size <= FILE_LIMIT:
+            chunk = os.read(fd, FILE_LIMIT + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks), max(info.st_size, size)
 
 
 @dataclass
@@ -65,37 +138,66 @@ def run_timeout(own: float, config: RunConfig) -> float:
     return float(config.check_timeout) if config.check_timeout is not None else own
 
 
-def _load_request(files: dict[str, str], timeout: float, only: Optional[list[str]] = None,
-                  stand_ins: Iterable[str] = ()) -> Request:
+def _load_request(files: dict[str, str], timeout: float, stand_ins: Iterable[str] = ()) -> Request:
     return Request(files=files, timeout=timeout, limits=DEFAULT_LIMITS.for_timeout(timeout),
-                   only=tuple(only) if only is not None else None, stand_ins=tuple(sorted(stand_ins)),
-                   track_files=True)
+                   stand_ins=tuple(sorted(stand_ins)), track_files=True)
+
+
+def _separate_request(files: dict[str, str], per_file: float) -> Request:
+    # side by side, SIDE_BY_SIDE at a time: two rounds of waiting at most
+    timeout = 2 * per_file + 2
+    return Request(files=files, timeout=timeout, limits=DEFAULT_LIMITS.for_timeout(timeout),
+                   separately=True, params={"per_file": per_file})
 
 
 def load(files: dict[str, str], runner: Runner, config: RunConfig) -> LoadedFiles:
-    """Load the submission; find and set aside files whose import hangs or ends the process."""
+    """Load the submission; find and set aside files whose import hangs or ends the process.
+
+    The usual case is one run. When it fails, one more run imports every file on its own, side by
+    side, to find the culprits, and a last one loads the rest: loading costs at most
+    ``IMPORT_TIMEOUT`` + ``2 * IMPORT_TIMEOUT + 2`` + ``IMPORT_TIMEOUT`` seconds, however many files hang.
+    """
     timeout = run_timeout(IMPORT_TIMEOUT, config)
     reply = runner.run_one(_load_request(files, timeout))
     broken: dict[str, str] = {}
     if reply.status != Status.OK or reply.result is None:
-        suspects = {}
-        for name in files:
-            single = runner.run_one(_load_request(files, timeout, only=[name]))
-            if single.status != Status.OK or single.result is None:
-                suspects[name] = single
-        for name, single in suspects.items():  # a file may only have imported a suspect sibling
-            others = [Path(n).stem for n in suspects if n != name]
-            if others and runner.run_one(_load_request(files, timeout, [name], others)).status == Status.OK:
-                continue
-            broken[name] = f"importing it {_import_failure(single, decode(single))}; it was not graded"
-        stand_ins = [Path(n).stem for n in broken]
-        files = {n: src for n, src in files.items() if n not in broken}
-        reply = runner.run_one(_load_request(files, timeout, stand_ins=stand_ins))
+        broken = _find_broken(files, runner, timeout, reply)
+        if broken:  # otherwise no file fails alone (e.g. one calls a sibling's endless loop): the failure stands
+            files = {n: src for n, src in files.items() if n not in broken}
+            reply = runner.run_one(_load_request(files, timeout, stand_ins=[Path(n).stem for n in broken]))
     decoded = decode(reply)
     where, problems = _outcome(decoded)
     problems = [FileProblem(n, why) for n, why in broken.items()] + problems
     changed_by = {str(e.get("what")): str(e["file"]) for e in decoded.integrity_events() if e.get("file")}
     return LoadedFiles(files, where, problems, tuple(Path(n).stem for n in broken), changed_by)
+
+
+def _find_broken(files: dict[str, str], runner: Runner, timeout: float, failed: Reply) -> dict[str, str]:
+    """File -> why it was set aside: the files whose own import hangs or ends the process."""
+    reply = runner.run_one(_separate_request(files, timeout))
+    decoded = decode(reply)
+    outcomes = decoded.value.get("value", {}).get("files") if decoded.failure is None else None
+    if not isinstance(outcomes, dict):  # could not tell them apart: the whole load's failure is every file's
+        why = _import_failure(failed, decode(failed))
+        return {name: f"importing the files {why}; they were not graded" for name in files}
+    broken = {}
+    for name in files:
+        outcome = outcomes.get(name)
+        outcome = outcome if isinstance(outcome, dict) else {"outcome": "not_tried"}
+        kind = outcome.get("outcome")
+        if kind == "timeout":
+            why = (f"took longer than {timeout:.0f} s (an endless loop, or slow work at the top level? "
+                   "put it under `if __name__ == \"__main__\":`)")
+        elif kind == "died":
+            sig, code = outcome.get("signal"), outcome.get("exit_code")
+            why = (f"crashed the process: {SIGNALS.get(sig, f'killed by signal {sig}')}" if isinstance(sig, int)
+                   else f"ended the process (exit status {code}, e.g. os._exit())")
+        elif kind == "not_tried":
+            why = "was not tried: the other files' imports used up the time for loading"
+        else:
+            continue
+        broken[name] = f"importing it {why}; it was not graded"
+    return broken
 
 
 def _import_failure(reply: Reply, decoded: Decoded) -> str:

@@ -17,7 +17,7 @@ import threading
 from dataclasses import replace
 from typing import Any, Iterable, Iterator, Optional, TypeVar
 
-from grader.judge.sandbox import SANDBOX_OFF, runner_command, runner_env, sandbox_command
+from grader.judge.sandbox import SANDBOX_OFF, Sandbox, runner_command, runner_env, sandbox_command
 from grader.protocol import READY, ProtocolError, Reply, Request, Status
 
 #: seconds the judge waits beyond a request's own timeout before replacing the runner
@@ -42,18 +42,22 @@ class Runner:
                  sandbox: str = "auto"):
         self.notices: list[str] = []
         self.sandboxed = False
+        self.sandbox: Optional[Sandbox] = None
         if command is None and sandbox != "off":
-            command = sandbox_command()
-            self.sandboxed = command is not None
-            if command is None:
+            self.sandbox = sandbox_command()
+            self.sandboxed = self.sandbox is not None
+            if self.sandbox is None:
                 if sandbox == "require":
                     raise RunnerError("the sandbox was required but bubblewrap (bwrap) is not installed")
                 self.notices.append(SANDBOX_OFF.format(why="bubblewrap (bwrap) is not installed"))
+            else:
+                command = self.sandbox.command
+                self.notices += self.sandbox.notices
         self.sandbox_mode = sandbox
         self.command = command or runner_command()
         self.env = env if env is not None else runner_env()
         self.proc: Optional[subprocess.Popen] = None
-        self.replies: "queue.Queue[Optional[bytes]]" = queue.Queue()
+        self.replies: "queue.Queue[Any]" = queue.Queue()
         self.starts = 0
         self._ready = False
         self._ids = itertools.count()  # unique across calls, so a stale reply is never mistaken
@@ -75,6 +79,8 @@ class Runner:
             env=self.env,
             cwd="/",
             start_new_session=True,
+            # the sandbox's seccomp filter, which bwrap reads from a descriptor
+            pass_fds=self.sandbox.pass_fds() if self.sandboxed and self.sandbox is not None else (),
         )
         self.starts += 1
         self._ready = False
@@ -105,9 +111,21 @@ class Runner:
         self._ready = True
 
     @staticmethod
-    def _read(proc: subprocess.Popen, replies: "queue.Queue[Optional[bytes]]") -> None:
+    def _read(proc: subprocess.Popen, replies: "queue.Queue[Any]") -> None:
+        """Queue READY, then each reply as (line, result bytes, output bytes); None when the runner is gone."""
         for line in proc.stdout:
-            replies.put(line)
+            if line == READY:
+                replies.put(line)
+                continue
+            try:
+                result_size, output_size = Reply.sizes(line)
+            except ProtocolError:
+                break  # the stream cannot be trusted to line up again
+            result = proc.stdout.read(result_size) if result_size is not None else None
+            output = proc.stdout.read(output_size)
+            if (result is not None and len(result) != result_size) or len(output) != output_size:
+                break
+            replies.put((line, result, output))
         replies.put(None)
 
     def stop(self) -> None:
@@ -182,10 +200,10 @@ class Runner:
             line = self.replies.get(timeout=request.timeout + WATCHDOG_GRACE)
         except queue.Empty:
             line = None
-        if line is None:
+        if not isinstance(line, tuple):
             return Reply.runner_died(request.id)
         try:
-            reply = Reply.decode(line)
+            reply = Reply.decode(*line)
         except ProtocolError:
             return Reply.runner_died(request.id)
         if reply.id != request.id or reply.status == Status.RUNNER_DIED:  # out of turn, or a claim only the judge makes

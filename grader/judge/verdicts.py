@@ -33,10 +33,15 @@ class Decoded:
     failure: Optional[Verdict] = None
 
     def integrity_events(self) -> list[dict]:
-        """What the run changed in the grader's world or reached of the reference (see grader.runner.integrity)."""
+        """What the run changed in the grader's world or reached of the reference (see grader.runner.integrity).
+
+        Each event is ``{"what": str, "file": str or None}``, whatever the reply held.
+        """
         if self.failure is not None or not isinstance(self.value.get("integrity"), list):
             return []
-        return [e for e in self.value["integrity"] if isinstance(e, dict)][:MAX_EVENTS]
+        events = [e for e in self.value["integrity"] if isinstance(e, dict)][:MAX_EVENTS]
+        return [{"what": _event_text(e.get("what")) or "changed something", "file": _event_text(e.get("file")) or None}
+                for e in events]
 
 
 def decode(reply: Reply) -> Decoded:
@@ -76,15 +81,39 @@ def verdict_for(check: Check, decoded: Decoded) -> Verdict:
     if "not_implemented" in value:
         return Verdict(NOT_IMPLEMENTED, f"{check.hook} is not implemented yet (it raises NotImplementedError)")
     if "error" in value:
-        message = str(value["error"])
+        message = _short(value["error"], 2400)  # the runner's own descriptions are at most this long
         if value.get("limit") == "memory":
             limit = DEFAULT_LIMITS.address_space >> 30
             return Verdict(ERROR, f"{check.hook} exceeded the {limit} GiB memory limit ({message[:300]})")
         return Verdict(ERROR, f"{check.hook} raised {message}{hint_for(message, check.probe.hints)}")
     try:
         verdict = check.judge(value.get("value"), **check.probe.params)
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-        return Verdict(ERROR, f"{check.hook} returned data of an unexpected form ({type(exc).__name__}: {exc})")
+    except Exception as exc:  # noqa: BLE001 - whatever the returned data made the judge raise costs this check only
+        return Verdict(ERROR, f"{check.hook} returned data of an unexpected form "
+                              f"({type(exc).__name__}: {_exception_text(exc)})")
     if not isinstance(verdict, Verdict):  # a plugin's judge returned something else
         return Verdict(FAILED, "the check did not reach a verdict")
     return verdict
+
+
+def _short(value: Any, limit: int) -> str:
+    """A decoded value as text of at most ``limit`` characters: strings and numbers as they are, others by type."""
+    if isinstance(value, str):
+        text = value
+    elif value is None or isinstance(value, (bool, int, float)):
+        text = str(value)
+    else:  # a list or dict could be huge; its text means nothing to a student
+        text = f"<{type(value).__name__}>"
+    return wire.valid_text(text[:limit])
+
+
+def _event_text(value: Any) -> str:
+    return "" if value is None else _short(value, 200)
+
+
+def _exception_text(exc: Exception) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - an exception whose __str__ fails still gets a verdict
+        return "no message"
+    return wire.valid_text(text[:300])

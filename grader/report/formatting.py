@@ -39,8 +39,9 @@ STATUS_WORDS = {
 MESSAGE_LIMIT = 160
 
 # C0/C1 controls except tab and newline: ANSI escapes or carriage returns from
-# student output must not repaint a terminal or corrupt a report.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# student output must not repaint a terminal or corrupt a report. Lone surrogates
+# (a "\ud800" in student text) cannot be written as UTF-8 and would break a report file.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 _SPACE = re.compile(r"\s+")
 
 
@@ -78,11 +79,12 @@ def fmt_percent(points: float, max_points: float) -> str:
 
 
 def _escape_control(match: re.Match[str]) -> str:
-    return f"\\x{ord(match.group()):02x}"
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def clean_text(text: Any) -> str:
-    """Multi-line text made safe to print: control characters shown as ``\\xNN``."""
+    """Multi-line text made safe to print: control characters shown as ``\\xNN``, lone surrogates as ``\\udNNN``."""
     if text is None:
         return ""
     text = str(text).replace("\r\n", "\n")

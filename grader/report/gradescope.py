@@ -14,6 +14,7 @@ from typing import Any
 
 from grader import hookimpl
 from grader.config import RunConfig
+from grader.report import write_text_atomic
 from grader.report.formatting import (
     check_number,
     clean_text,
@@ -58,8 +59,9 @@ def _test_output(check: CheckResult) -> str:
 def _tags(exercise: str, hooks: tuple[str, ...]) -> list[str]:
     tags: list[str] = []
     for tag in (exercise, *hooks):
+        tag = one_line(tag, 100)
         if tag and tag not in tags:
-            tags.append(str(tag))
+            tags.append(tag)
     return tags
 
 
@@ -115,13 +117,11 @@ def to_gradescope(report: GradingReport) -> dict[str, Any]:
 
 
 def write_results_json(report: GradingReport, out_dir: Path | str) -> Path:
-    """Write ``out_dir/results.json`` (creating ``out_dir``) and return its path."""
+    """Write ``out_dir/results.json`` (creating ``out_dir``) and return its path; the file is whole or absent."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / RESULTS_NAME
     text = json.dumps(to_gradescope(report), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
-    path.write_text(text + "\n", encoding="utf-8")
-    return path
+    return write_text_atomic(out / RESULTS_NAME, text + "\n")
 
 
 @hookimpl

@@ -20,6 +20,7 @@ import jinja2
 import grader
 from grader import hookimpl
 from grader.config import RunConfig
+from grader.report import write_text_atomic
 from grader.report.formatting import (
     check_number,
     clean_text,
@@ -386,12 +387,10 @@ def render_html(report: GradingReport) -> str:
 
 
 def write_html(report: GradingReport, out_dir: Path | str) -> Path:
-    """Write ``out_dir/report.html`` (creating ``out_dir``) and return its path."""
+    """Write ``out_dir/report.html`` (creating ``out_dir``) and return its path; the file is whole or absent."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / REPORT_NAME
-    path.write_text(render_html(report), encoding="utf-8")
-    return path
+    return write_text_atomic(out / REPORT_NAME, render_html(report))
 
 
 @hookimpl

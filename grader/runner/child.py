@@ -8,21 +8,26 @@ length, to the pipe the zygote gave it; then it exits.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import resource
+import select
 import struct
 import sys
+import tempfile
+import time
+import types
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
 from grader import wire
-from grader.plugins import reference_hooks
+from grader.registry import EXERCISE_HOOKS
 from grader.protocol import Limits, Request
 from grader.runner.context import NotImplementedHook, ProbeContext
 from grader.runner.integrity import ReferenceGuard, Snapshot
-from grader.runner.loader import LoadedSubmission, isolate, load_submission
+from grader.runner.loader import LoadedSubmission, stand_in_module, isolate, load_submission
 from grader.runner.tracebacks import describe_exception, raised_by_student
 
 #: the result frame: an 8-byte little-endian length, then that many bytes of wire JSON
@@ -49,24 +54,61 @@ def set_limits(limits: Limits) -> None:
                 pass
 
 
-def run_child(request: Request, folder: Path, snapshot: Snapshot, result_fd: int, output_fd: int) -> None:
+def run_child(request: Request, folder: Path, snapshot: Snapshot, result_fd: int, output_fd: int,
+              reference_fd: int) -> None:
     """Runs in the forked child; never returns."""
     os.setsid()
+    reference = read_reference(reference_fd)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(output_fd, 1)
     os.dup2(output_fd, 2)
-    for fd in (devnull, output_fd):
+    for fd in (devnull, output_fd, reference_fd):
         os.close(fd)
+    os.closerange(3, result_fd)  # nothing of the zygote's stays open here but the result pipe
+    os.closerange(result_fd + 1, 1 << 16)
     sys.stdin = open(os.devnull)
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    private_tmp = folder.parent / (folder.name + "-tmp")
+    private_tmp.mkdir(mode=0o700, exist_ok=True)
+    os.environ["TMPDIR"] = tempfile.tempdir = str(private_tmp)
     set_limits(request.limits)
-    payload = run_probe(request, folder, snapshot)
+    payload = run_probe(request, folder, snapshot, reference)
     out = os.fdopen(result_fd, "wb", closefd=False)
     out.write(HEADER.pack(len(payload)) + payload)
     out.flush()
     os._exit(0)
+
+
+def read_reference(fd: int) -> dict[str, Callable]:
+    """The reference code this run may hold, built into modules: hook name -> function."""
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    return build_parts(json.loads(raw)) if raw else {}
+
+
+def build_parts(parts: dict) -> dict[str, Callable]:
+    """Execute the reference's modules (in order, so relative imports between them resolve)."""
+    package_name = parts["package"]
+    package = types.ModuleType(package_name, "the reference's code that this run may hold")
+    package.__path__ = []
+    sys.modules[package_name] = package
+    hooks: dict[str, Callable] = {}
+    for name, source in parts["modules"]:
+        module = types.ModuleType(f"{package_name}.{name}")
+        module.__package__ = package_name
+        sys.modules[module.__name__] = module
+        try:
+            exec(compile(source, f"<reference {name}>", "exec"), vars(module))
+        except Exception:  # noqa: BLE001 - a part that needs what this run may not hold is left out
+            del sys.modules[module.__name__]
+            continue
+        setattr(package, name, module)
+        hooks.update({hook: getattr(module, hook) for hook in EXERCISE_HOOKS if callable(getattr(module, hook, None))})
+    return hooks
 
 
 def loaded_hooks(loaded: LoadedSubmission) -> dict:
@@ -74,12 +116,14 @@ def loaded_hooks(loaded: LoadedSubmission) -> dict:
     return {"where": loaded.where, "problems": [list(p) for p in loaded.problems]}
 
 
-def run_probe(request: Request, folder: Path, snapshot: Snapshot) -> bytes:
-    """Load the submission, run the request's probe and encode what came of it (never raises)."""
+def run_probe(request: Request, folder: Path, snapshot: Snapshot, reference: dict[str, Callable]) -> bytes:
+    """Load the submission, run the request's probe and encode what came of it (never raises).
+
+    :param reference: the reference's hooks this run may hold (never the graded one).
+    """
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    reference = reference_hooks()
-    guard = ReferenceGuard(Path(reference["rnn"].__code__.co_filename).parent, folder)
+    guard = ReferenceGuard(snapshot.reference_dirs, folder)
     guard.install()
     integrity: list[dict] = []
     seen: set[str] = set()
@@ -92,6 +136,8 @@ def run_probe(request: Request, folder: Path, snapshot: Snapshot) -> bytes:
 
     try:
         # Attributing changes to files costs a comparison per file; the load request does it once.
+        if request.separately:
+            return wire.dumps({"value": load_separately(folder, float(request.params["per_file"]), request.timeout)})
         per_file = note_changes if request.track_files else None
         only = list(request.only) if request.only is not None else None
         loaded = load_submission(folder, reference, after_import=per_file, only=only, stand_ins=request.stand_ins)
@@ -124,3 +170,70 @@ def run_probe(request: Request, folder: Path, snapshot: Snapshot) -> bytes:
             return wire.dumps(dict(result, integrity=events))
     except Exception as exc:  # noqa: BLE001 - e.g. a returned object that is not plain data
         return wire.dumps({"error": f"the result could not be sent back: {exc}"[:2000], "integrity": events})
+
+
+#: files imported side by side when a submission's files are loaded one by one
+SIDE_BY_SIDE = 4
+
+
+def load_separately(folder: Path, per_file: float, budget: float) -> dict:
+    """Import each file in its own process, side by side, its siblings stubbed: how did each import end?
+
+    Finds the files that hang or end the process at import in one ``per_file`` wait rather than
+    one per file. Files not started within ``budget`` seconds are "not_tried".
+    """
+    names = sorted(p.name for p in folder.glob("*.py") if p.name != "__init__.py")
+    stems = [Path(n).stem for n in names]
+    deadline = time.monotonic() + max(budget - 1.0, 0.5)
+    outcomes: dict[str, dict] = {}
+    pending, running = list(names), {}
+
+    def finish(fd: int, outcome: str) -> None:
+        name, pid, started, said = running.pop(fd)
+        if outcome == "timeout":
+            os.kill(pid, 9)
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+        if outcome != "timeout":
+            outcome = "ok" if said and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else "died"
+        outcomes[name] = {"outcome": outcome, "seconds": round(time.monotonic() - started, 3),
+                          "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) and outcome == "died" else None,
+                          "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) and outcome == "died" else None}
+
+    while (pending or running) and time.monotonic() < deadline:
+        while pending and len(running) < SIDE_BY_SIDE:
+            name = pending.pop(0)
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - its outcome is what the parent reports
+                os.close(read_end)
+                _load_alone(folder, name, stems, write_end)
+            os.close(write_end)
+            running[read_end] = [name, pid, time.monotonic(), False]
+        now = time.monotonic()
+        wait = min([deadline] + [started + per_file for _, _, started, _ in running.values()]) - now
+        ready, _, _ = select.select(list(running), [], [], max(wait, 0))
+        for fd in ready:
+            if os.read(fd, 16):
+                running[fd][3] = True
+            else:
+                finish(fd, "ended")
+        now = time.monotonic()
+        for fd in [fd for fd, (_, _, started, _) in running.items() if now >= started + per_file or now >= deadline]:
+            finish(fd, "timeout")
+    for fd in list(running):
+        finish(fd, "timeout")
+    outcomes.update({name: {"outcome": "not_tried"} for name in pending})
+    return {"files": outcomes}
+
+
+def _load_alone(folder: Path, name: str, stems: list[str], said_fd: int) -> None:
+    """In a grandchild: import one file, its siblings replaced by stand-ins; say so if it returned."""
+    try:
+        for stem in stems:
+            if stem != Path(name).stem and stem.isidentifier():
+                sys.modules.setdefault(stem, stand_in_module(stem, {}))
+        load_submission(folder, {}, only=[name])
+        os.write(said_fd, b"imported")
+    finally:
+        os._exit(0)

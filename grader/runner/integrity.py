@@ -9,14 +9,17 @@ withholds the affected points.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import sys
+import sysconfig
 import types
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import torch
 
-from grader.registry import REFERENCE_PACKAGE
+from grader.registry import ANSWER_PACKAGES, answer_dirs
 
 #: modules whose functions the runner relies on; checked for rebinding after student code ran
 WATCHED_MODULES = ("builtins", "math", "os", "json", "base64", "struct", "numpy", "torch", "torch.nn.functional",
@@ -24,20 +27,27 @@ WATCHED_MODULES = ("builtins", "math", "os", "json", "base64", "struct", "numpy"
 WATCHED_PREFIXES = ("grader",)
 #: hidden from the child by :class:`ReferenceGuard`; their functions are watched through ``Snapshot.functions``.
 #: A checkout's top-level ``reference`` folder is importable too where the grader runs from a checkout.
-REFERENCE_PACKAGES = (REFERENCE_PACKAGE, "reference")
+REFERENCE_PACKAGES = ANSWER_PACKAGES
+#: modules that read source files to describe a stack (tracebacks, anomaly detection, warnings)
+TRACEBACK_MACHINERY = {"linecache", "traceback", "tokenize", "inspect", "warnings"}
+_STDLIB = os.path.realpath(sysconfig.get_paths()["stdlib"]) + "/"
+#: the reference code a run holds is built under this name (see grader.runner.child.build_parts)
+PARTS_PREFIX = "grader.reference_parts"
 #: names torch rebinds itself (torch.set_default_dtype swaps the legacy Storage alias)
 REBOUND_BY_TORCH = {("torch", "Storage")}
 
 
 def _watched() -> Iterable[tuple[str, Any]]:
     for name, module in list(sys.modules.items()):
-        if module is None:
-            continue
-        if _is_reference(name):
+        if module is None or _is_reference(name) or name.startswith(PARTS_PREFIX):
             continue
         if name in WATCHED_MODULES or name.split(".")[0] in WATCHED_PREFIXES:
             yield name, module
-    for cls in (torch.Tensor, torch.nn.Module, torch.optim.Optimizer, torch.optim.SGD):
+            if name.split(".")[0] in WATCHED_PREFIXES:  # the grader's own classes (its recording objects)
+                for key, value in list(vars(module).items()):
+                    if isinstance(value, type) and getattr(value, "__module__", None) == name:
+                        yield f"{name}.{key}", value
+    for cls in (torch.Tensor, torch._C.TensorBase, torch.nn.Module, torch.optim.Optimizer, torch.optim.SGD):
         yield f"{cls.__module__}.{cls.__qualname__}", cls
 
 
@@ -50,54 +60,75 @@ def _fingerprint(obj: Any) -> tuple:
     return (id(obj), id(code), id(getattr(obj, "__defaults__", None)), id(getattr(obj, "__kwdefaults__", None)))
 
 
-class Snapshot:
-    """Identities of every function and class reachable from the watched namespaces."""
+def _is_function_like(value: Any) -> bool:
+    return (callable(value) or isinstance(value, (classmethod, staticmethod, property))) \
+        and not isinstance(value, types.ModuleType)
 
-    def __init__(self, functions: dict[str, Any] | None = None) -> None:
-        #: extra functions to watch (the reference's, which stay reachable after their modules are hidden)
-        self.functions = dict(functions or {})
+
+class Snapshot:
+    """Identities of every function and class reachable from the watched namespaces.
+
+    Classes are watched member by member: a grader class's methods, and the names a watched torch
+    class inherits (a conversion method added to ``torch.Tensor`` shadows ``TensorBase``'s).
+    """
+
+    def __init__(self) -> None:
         self.entries: dict[tuple[str, str], tuple] = {}
-        for key, func in self.functions.items():
-            self.entries[("reference", key)] = _fingerprint(func)
+        #: names each watched class had, own or inherited; a new own name that shadows one is a change
+        self.inherited: dict[str, set[str]] = {}
+        self.reference_dirs = answer_dirs()
         for owner, namespace in _watched():
-            items = vars(namespace).items() if not isinstance(namespace, dict) else namespace.items()
-            for key, value in list(items):
-                if (callable(value) or isinstance(value, (classmethod, staticmethod, property))) \
-                        and not isinstance(value, types.ModuleType):
+            for key, value in list(vars(namespace).items()):
+                if _is_function_like(value):
                     self.entries[(owner, key)] = _fingerprint(value)
+            if isinstance(namespace, type):
+                self.inherited[owner] = set(dir(namespace)) - set(vars(namespace))
 
     def changes(self) -> list[str]:
-        """Names that were rebound, re-coded or deleted since the snapshot (new names are fine)."""
+        """Names that were rebound, re-coded, deleted or shadowed since the snapshot (new names are fine)."""
         changed = []
         owners: dict[str, Any] = dict(_watched())
         for (owner, key), print_ in self.entries.items():
             if (owner, key) in REBOUND_BY_TORCH:
                 continue
-            if owner == "reference":
-                current = self.functions[key]
-            else:
-                namespace = owners.get(owner)
-                current = vars(namespace).get(key, _MISSING) if namespace is not None else _MISSING
-            if current is _MISSING or _fingerprint(current) != print_:
+            namespace = owners.get(owner)
+            current = vars(namespace).get(key, _MISSING) if namespace is not None else _MISSING
+            if current is _MISSING or (_fingerprint(current) != print_ and not _hooked_by_torch(current, print_)):
                 changed.append(f"{owner}.{key}")
+        for owner, names in self.inherited.items():
+            namespace = owners.get(owner)
+            if namespace is not None:
+                changed += [f"{owner}.{key}" for key in vars(namespace) if key in names and (owner, key) not in self.entries]
         return changed
 
 
 _MISSING = object()
 
 
-class ReferenceGuard:
-    """Records imports of, and file opens inside, the reference package."""
+def _hooked_by_torch(current: Any, print_: tuple) -> bool:
+    """torch wraps an optimizer class's ``step`` in a profiling hook the first time one is made."""
+    wrapped = getattr(current, "__wrapped__", None)
+    torch_wrapper = getattr(getattr(current, "__code__", None), "co_name", None) == "wrapper" and \
+        current.__code__ in torch.optim.Optimizer.profile_hook_step.__code__.co_consts
+    return torch_wrapper and wrapped is not None and _fingerprint(wrapped) == print_
 
-    def __init__(self, reference_dir: Path, submission_dir: Path):
-        self.reference_dir = str(reference_dir)
+
+class ReferenceGuard:
+    """Records the submission's own imports of the reference package and opens of its files.
+
+    Inside the sandbox the reference is not there to reach; this is the record for runs without it.
+    An act counts only when the submission's code did it: the grader's and torch's own reads (the
+    traceback machinery reading source lines, as anomaly detection does) are not the student's.
+    """
+
+    def __init__(self, reference_dirs: Iterable[str], submission_dir: Path):
+        self.reference_dirs = tuple(d.rstrip("/") + "/" for d in reference_dirs)
         self.submission_dir = str(submission_dir)
         self.events: list[dict] = []
         self.active = False
 
     def install(self) -> None:
-        # Hide the preloaded reference modules so that reaching them means importing them:
-        # out of sys.modules, and off the package that holds them.
+        # Nothing of the reference is loaded in the runner; hide it anyway should a plugin have loaded it.
         for name in [n for n in sys.modules if _is_reference(n)]:
             del sys.modules[name]
             parent, _, child = name.rpartition(".")
@@ -113,23 +144,35 @@ class ReferenceGuard:
             name = args[0] if args else ""
             if isinstance(name, str) and _is_reference(name):
                 self._record(f"imported {name}")
-        elif event == "open" and args:
-            path = args[0]
-            if isinstance(path, bytes):
-                path = path.decode("utf-8", "replace")
-            if isinstance(path, str) and path.startswith(self.reference_dir):
+        elif event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
+            self.active = False  # realpath may itself be audited
+            try:
+                path = os.path.realpath(os.fsdecode(args[0]))  # "grader/../reference/x.py" is the same file
+            except (OSError, ValueError, TypeError):
+                path = ""
+            finally:
+                self.active = True
+            if path.startswith(self.reference_dirs):
                 self._record(f"opened {Path(path).name} of the reference solutions")
 
     def _record(self, what: str) -> None:
         self.active = False  # the frame walk below must not re-enter
         try:
-            frame, where = sys._getframe(2), None
-            while frame is not None:
-                if frame.f_code.co_filename.startswith(self.submission_dir):
-                    where = Path(frame.f_code.co_filename).name
-                    break
-                frame = frame.f_back
-            if where is not None:  # the grader's own reads (e.g. traceback source lines) are not the student's
+            where = self._actor(sys._getframe(2))
+            if where is not None:
                 self.events.append({"what": what, "file": where})
         finally:
             self.active = True
+
+    def _actor(self, frame: Any) -> Optional[str]:
+        """The submission file whose code did the act, or None when it was the grader, torch or Python's tracebacks."""
+        while frame is not None:
+            filename = frame.f_code.co_filename
+            if filename.startswith(self.submission_dir):
+                return Path(filename).name
+            if frame.f_globals.get("__name__") in TRACEBACK_MACHINERY:
+                return None
+            if not (filename.startswith("<frozen") or filename.startswith(_STDLIB)):
+                return None  # the grader's code, torch, an installed package
+            frame = frame.f_back
+        return None

@@ -67,7 +67,7 @@ def load_submission(folder: Path, reference: Optional[dict[str, Callable]] = Non
     if reference is not None:
         for stem in stand_ins:
             if stem.isidentifier() and stem not in sys.modules and importlib.util.find_spec(stem) is None:
-                sys.modules[stem] = _stand_in(stem, reference)
+                sys.modules[stem] = stand_in_module(stem, reference)
     importable = []
     for path in files:
         stem = path.stem
@@ -95,7 +95,7 @@ def load_submission(folder: Path, reference: Optional[dict[str, Callable]] = Non
     broken = {stem for stem in failed if stem not in dependent}
     if dependent and broken and reference is not None:
         for stem in broken:
-            sys.modules[stem] = _stand_in(stem, reference)
+            sys.modules[stem] = stand_in_module(stem, reference)
         for stem, (path, exc) in dependent.items():
             origin = _origin(exc, folder)
             if _import_file(loaded, path, pm, {}):
@@ -134,10 +134,25 @@ def _origin(exc: BaseException, folder: Path) -> Optional[str]:
     return Path(frames[-1].filename).name if frames else None
 
 
-def _stand_in(stem: str, reference: dict[str, Callable]) -> types.ModuleType:
+def stand_in_module(stem: str, reference: dict[str, Callable]) -> types.ModuleType:
+    """A module in place of a submission file that could not be imported.
+
+    It serves the reference's functions this run holds (never the graded hook's: the run does not
+    hold it); any other name is a function that raises when called, so files importing it still load.
+    """
     module = types.ModuleType(stem, "stands in for a submission file that could not be imported")
     for name, func in reference.items():
         setattr(module, name, func)
+
+    def missing(name: str) -> Callable:
+        if name.startswith("__"):
+            raise AttributeError(name)
+
+        def stand_in(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError(f"{stem}.{name} is not available: {stem}.py could not be imported")
+        return stand_in
+
+    module.__getattr__ = missing  # type: ignore[attr-defined]
     return module
 
 

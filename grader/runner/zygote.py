@@ -3,9 +3,14 @@
 The zygote stays idle between requests and never runs student code. For each
 :class:`~grader.protocol.Request` read from stdin it stages the submission's files in a fresh
 folder, forks a child (:mod:`grader.runner.child`) that runs one probe and writes the probe's
-plain-data result to a pipe, and answers with a :class:`~grader.protocol.Reply` on stdout: the
-result, the child's captured output and how the child ended. Then it kills whatever the child
-left running.
+plain-data result to a pipe, and answers with a :class:`~grader.protocol.Reply` on stdout: how
+the child ended, then the result and the child's captured output. Then it kills whatever the
+child left running.
+
+The zygote holds no answer at any time: it never imports the reference, and the reference code
+that comes with a request, the child's result and its output are moved between pipes and memory
+files by the kernel (``splice``, ``sendfile``), never read into this process. Every child is a
+copy of this process, so anything it had read, even freed, a later child could find.
 """
 
 from __future__ import annotations
@@ -26,12 +31,13 @@ from typing import Mapping
 import torch
 
 from grader import registry
-from grader.plugins import reference_hooks
-from grader.protocol import OUTPUT_KEPT, OUTPUT_LIMIT, READY, RESULT_LIMIT, Reply, Request, Status
+from grader.protocol import FRAME, OUTPUT_KEPT, OUTPUT_LIMIT, READY, RESULT_LIMIT, Reply, Request, Status
 from grader.runner.child import HEADER, run_child
 from grader.runner.integrity import Snapshot
 
 _PR_SET_DUMPABLE, _PR_SET_CHILD_SUBREAPER = 4, 36
+#: folders a run can write to inside the sandbox; emptied after every run
+WRITABLE = ("/tmp", "/var/tmp", "/dev/shm")
 
 
 def _prctl(option: int, value: int) -> None:
@@ -111,65 +117,144 @@ def _kill_descendants() -> None:
                 pass
 
 
+def _read_exact(fd: int, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return bytes(data)
+
+
+def _pass_on(source: int, target: int, size: int, spill: int) -> None:
+    """Move ``size`` bytes from pipe ``source`` to ``target`` inside the kernel (``spill`` if it closed).
+
+    The bytes never enter this process's memory, so no later child forked from it can find them there.
+    """
+    while size > 0:
+        try:
+            moved = os.splice(source, target, size)
+        except BrokenPipeError:  # the child is gone: drain the rest so the next frame stays aligned
+            target = spill
+            continue
+        if moved == 0:
+            raise EOFError
+        size -= moved
+
+
+def _send_file(fd: int, offset: int, count: int) -> None:
+    while count > 0:
+        sent = os.sendfile(1, fd, offset, count)
+        if sent == 0:
+            raise EOFError
+        offset, count = offset + sent, count - sent
+
+
+def _clear_folder(folder: str) -> None:
+    """Remove everything in ``folder`` (the sandbox's private /tmp): nothing a run wrote reaches the next."""
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for name in entries:
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
 class Zygote:
-    """Serves requests one at a time; ``sweep`` kills every process of this uid after each run."""
+    """Serves requests one at a time.
+
+    ``sweep`` (inside the sandbox): after each run kill every process of this uid and empty the
+    writable folders, so that nothing one run leaves behind reaches the next.
+    """
 
     def __init__(self, snapshot: Snapshot, sweep: bool):
         self.snapshot, self.sweep = snapshot, sweep
         self.meta_warm = False
+        self.spill = os.open(os.devnull, os.O_WRONLY)
 
-    def serve_one(self, request: Request) -> Reply:
+    def serve_one(self, request: Request, reference_size: int) -> None:
+        """Run one request whose reference bytes wait on stdin; write the reply to stdout."""
         if request.probe is not None:  # imported here, once, rather than in every child
             importlib.import_module(request.probe.partition(":")[0])
         folder = _stage(request.files)
         try:
-            return self._supervise(request, folder)
+            return self._supervise(request, reference_size, folder)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(f"{folder}-tmp", ignore_errors=True)  # the child's private TMPDIR
+            if self.sweep:
+                for writable in WRITABLE:
+                    _clear_folder(writable)
 
-    def _supervise(self, request: Request, folder: Path) -> Reply:
+    def _supervise(self, request: Request, reference_size: int, folder: Path) -> None:
         if request.params.get("device") == "meta":
             self.warm_meta()
         result_r, result_w = os.pipe()
         output_r, output_w = os.pipe()
+        reference_r, reference_w = os.pipe()
         started = time.monotonic()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - exercised through the judge's runner handle
             try:
-                os.close(result_r)
-                os.close(output_r)
-                run_child(request, folder, self.snapshot, result_w, output_w)
+                for fd in (result_r, output_r, reference_w, self.spill):
+                    os.close(fd)
+                run_child(request, folder, self.snapshot, result_w, output_w, reference_r)
             finally:
                 os._exit(70)
-        os.close(result_w)
-        os.close(output_w)
+        for fd in (result_w, output_w, reference_r):
+            os.close(fd)
+        _pass_on(0, reference_w, reference_size, self.spill)
+        os.close(reference_w)
         if not self.meta_warm and request.timeout >= 20:
             self.warm_meta()  # while a long run goes on in the child, on the other core
+        # What the child writes goes into memory files, not this process's memory.
+        result_file = os.memfd_create("result")
+        output_file = os.memfd_create("output")
+        try:
+            return self._collect(request, pid, started, result_r, output_r, result_file, output_file)
+        finally:
+            for fd in (result_r, output_r, result_file, output_file):
+                os.close(fd)
+
+    def _collect(self, request: Request, pid: int, started: float, result_r: int, output_r: int,
+                 result_file: int, output_file: int) -> None:
         deadline = started + request.timeout
-        result, output = bytearray(), bytearray()
-        printed, status = 0, Status.OK
+        received = printed = kept = 0
+        status = Status.OK
 
         def complete() -> bool:
-            return len(result) >= HEADER.size and len(result) >= HEADER.size + HEADER.unpack_from(result)[0]
+            if received < HEADER.size:
+                return False
+            return received >= HEADER.size + HEADER.unpack(os.pread(result_file, HEADER.size, 0))[0]
 
         def pump(fds: set, wait: float) -> None:
-            nonlocal printed
+            nonlocal received, printed, kept
             ready, _, _ = select.select(list(fds), [], [], max(wait, 0))
             for fd in ready:
-                chunk = os.read(fd, 1 << 16)
-                if not chunk:
-                    fds.discard(fd)
-                elif fd == output_r:
-                    printed += len(chunk)
-                    output.extend(chunk[:max(OUTPUT_KEPT - len(output), 0)])
+                if fd == output_r:
+                    room = OUTPUT_KEPT - kept
+                    moved = os.splice(fd, output_file if room > 0 else self.spill, room if room > 0 else 1 << 16)
+                    printed += moved
+                    kept += moved if room > 0 else 0
                 else:
-                    result.extend(chunk)
+                    moved = os.splice(fd, result_file, 1 << 20)
+                    received += moved
+                if not moved:
+                    fds.discard(fd)
 
         open_fds = {result_r, output_r}
         while result_r in open_fds and not complete():
             if time.monotonic() >= deadline:
                 status = Status.TIMEOUT
-            elif len(result) > RESULT_LIMIT + HEADER.size:
+            elif received > RESULT_LIMIT + HEADER.size:
                 status = Status.RESULT_TOO_LARGE
             elif printed > OUTPUT_LIMIT:
                 status = Status.OUTPUT_FLOOD
@@ -186,23 +271,24 @@ class Zygote:
         if self.sweep:
             _sweep()
         _kill_descendants()
-        for fd in (result_r, output_r):
-            os.close(fd)
-        payload = None
+        result_size = None
         if status == Status.OK:
             if complete():
-                size = HEADER.unpack_from(result)[0]
-                payload = bytes(result[HEADER.size:HEADER.size + size])
+                result_size = HEADER.unpack(os.pread(result_file, HEADER.size, 0))[0]
             else:
                 status = Status.DIED
-        return Reply(
-            id=request.id, status=status, result=payload,
-            output=output.decode("utf-8", "replace") + ("\n[output truncated]" if printed > len(output) else ""),
-            seconds=round(time.monotonic() - started, 4), printed=printed,
+        reply = Reply(
+            id=request.id, status=status, seconds=round(time.monotonic() - started, 4), printed=printed,
             cpu_seconds=round(usage.ru_utime + usage.ru_stime, 3), cpu_limit=request.limits.cpu_seconds,
             signal=os.WTERMSIG(wait_status) if os.WIFSIGNALED(wait_status) else None,
             exit_code=os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else None,
         )
+        line = reply.head(result_size, kept)
+        while line:
+            line = line[os.write(1, line):]
+        if result_size is not None:
+            _send_file(result_file, HEADER.size, result_size)
+        _send_file(output_file, 0, kept)
 
     def warm_meta(self) -> None:
         """The first operations on the 'meta' device load torch's Python meta kernels (about a second)."""
@@ -229,31 +315,32 @@ def _warm_up() -> None:
 
 
 def preload() -> Snapshot:
-    """Import what every child needs, warm torch up, and snapshot what the runner relies on."""
+    """Import what every child needs, warm torch up, and snapshot what the runner relies on.
+
+    Never the reference: each child receives the part of it that its run may hold.
+    """
     for exercise in registry.EXERCISES:
         importlib.import_module(registry.checks_module(exercise.name))
-    reference = reference_hooks()
     _warm_up()
-    return Snapshot(reference)
+    return Snapshot()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve requests from stdin. ``--sweep``: after each run kill every process of this uid."""
+    """Serve framed requests from stdin. ``--sweep``: after each run kill every process of this uid, empty /tmp."""
     sweep = "--sweep" in (sys.argv[2:] if argv is None else argv)
     zygote = Zygote(preload(), sweep)
     gc.freeze()  # keep the collector from touching (and copying) the zygote's objects in every child
     _prctl(_PR_SET_DUMPABLE, 0)  # children must not be able to read or trace the zygote's memory
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    out = sys.stdout.buffer
-    out.write(READY)
-    out.flush()
-    for line in sys.stdin.buffer:
-        if not line.strip():
-            continue
-        reply = zygote.serve_one(Request.decode(line))
-        out.write(reply.encode())
-        out.flush()
+    os.write(1, READY)
+    while True:
+        try:
+            size = FRAME.unpack(_read_exact(0, FRAME.size))[0]
+            request, reference_size = Request.decode(_read_exact(0, size))
+        except EOFError:
+            return
+        zygote.serve_one(request, reference_size)
 
 
 if __name__ == "__main__":
