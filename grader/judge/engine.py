@@ -24,6 +24,7 @@ from grader.judge.loading import LoadedFiles, load, read_submission, run_timeout
 from grader.judge.runners import Runner
 from grader.judge.verdicts import decode, verdict_for
 from grader.protocol import DEFAULT_LIMITS, Request, Status
+from grader.registry import file_name
 from grader.results import ERROR, INTEGRITY, NOT_IMPLEMENTED, CheckResult, ExerciseResult, GradingReport, Verdict
 
 #: requests queued at the runner at once: the next is staged while one runs
@@ -142,9 +143,13 @@ def _integrity_by_exercise(events: list[tuple[Check, dict]], where: dict[str, st
     for hook, file in where.items():
         hooks_of_file.setdefault(file, []).append(hook)
     exercise_of = {h: ex.name for ex in the_plan.exercises for h in ex.hooks}
+    # a file that implements nothing (it failed to import) answers for the exercise it is named after
+    hooks_of_file.update({file_name(ex.name): list(ex.hooks) for ex in the_plan.exercises
+                          if file_name(ex.name) not in hooks_of_file})
     flagged: dict[str, list[str]] = {}
     for check, event in events:
         file = event.get("file")
+        # a helper file's act could serve any hook that imports it: every exercise the run touched
         hooks = hooks_of_file.get(file or "", [check.hook])
         text = f"{file or 'your code'} {event.get('what')}"
         for exercise in sorted({exercise_of.get(h, check.exercise) for h in hooks}):

@@ -61,8 +61,11 @@ def runner_env() -> dict[str, str]:
 def runner_command(sweep: bool = False) -> list[str]:
     # -I: no user site, no PYTHON* variables, no script folder on sys.path, so a
     # submission's torch.py cannot shadow torch. -B: write no bytecode.
+    # --answers: where the answers are on this machine (the sandbox hides them, so the runner cannot
+    # look them up itself), so that a submission reaching for them is seen.
     bootstrap = f"import sys; sys.path.insert(0, sys.argv[1]); from {RUNNER_ENTRY} import main; main()"
-    return [sys.executable, "-I", "-B", "-c", bootstrap, str(PACKAGE_ROOT)] + (["--sweep"] if sweep else [])
+    return [sys.executable, "-I", "-B", "-c", bootstrap, str(PACKAGE_ROOT),
+            "--answers=" + os.pathsep.join(answer_dirs())] + (["--sweep"] if sweep else [])
 
 
 @dataclass

@@ -72,11 +72,11 @@ class Snapshot:
     class inherits (a conversion method added to ``torch.Tensor`` shadows ``TensorBase``'s).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, answer_folders: Optional[Iterable[str]] = None) -> None:
         self.entries: dict[tuple[str, str], tuple] = {}
         #: names each watched class had, own or inherited; a new own name that shadows one is a change
         self.inherited: dict[str, set[str]] = {}
-        self.reference_dirs = answer_dirs()
+        self.reference_dirs = tuple(answer_folders) if answer_folders is not None else answer_dirs()
         for owner, namespace in _watched():
             for key, value in list(vars(namespace).items()):
                 if _is_function_like(value):

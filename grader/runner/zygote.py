@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Optional
 
 import torch
 
@@ -314,7 +314,7 @@ def _warm_up() -> None:
     optimizer.zero_grad()
 
 
-def preload() -> Snapshot:
+def preload(answer_dirs: Optional[list[str]] = None) -> Snapshot:
     """Import what every child needs, warm torch up, and snapshot what the runner relies on.
 
     Never the reference: each child receives the part of it that its run may hold.
@@ -322,13 +322,19 @@ def preload() -> Snapshot:
     for exercise in registry.EXERCISES:
         importlib.import_module(registry.checks_module(exercise.name))
     _warm_up()
-    return Snapshot()
+    return Snapshot(answer_dirs)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve framed requests from stdin. ``--sweep``: after each run kill every process of this uid, empty /tmp."""
-    sweep = "--sweep" in (sys.argv[2:] if argv is None else argv)
-    zygote = Zygote(preload(), sweep)
+    """Serve framed requests from stdin.
+
+    ``--sweep``: after each run kill every process of this uid and empty /tmp. ``--answers=DIR:DIR``:
+    where the reference and the demo are on the grading machine (watched, never loaded).
+    """
+    argv = sys.argv[2:] if argv is None else argv
+    sweep = "--sweep" in argv
+    answers = [a.partition("=")[2] for a in argv if a.startswith("--answers=")]
+    zygote = Zygote(preload(answers[0].split(os.pathsep) if answers and answers[0] else None), sweep)
     gc.freeze()  # keep the collector from touching (and copying) the zygote's objects in every child
     _prctl(_PR_SET_DUMPABLE, 0)  # children must not be able to read or trace the zygote's memory
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
