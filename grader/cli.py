@@ -146,7 +146,7 @@ def run(folder: Path, config: RunConfig, fail_under: Optional[float] = None) -> 
     finally:
         if runner is not None:
             runner.stop()
-    if config.isolation == "allow-open" and not runner.sandboxed:
+    if config.isolation == "allow-open" and not runner.isolated:
         report = replace(report, notices=report.notices + (UNISOLATED,))
     if config.out_dir is not None:
         try:

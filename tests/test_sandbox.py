@@ -17,6 +17,7 @@ import site
 import struct
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -312,3 +313,36 @@ def test_the_other_abi_cannot_go_around_the_filter():
 
 def test_no_filter_for_unknown_machines():
     assert seccomp.program("riscv64") is None
+
+
+def test_an_authoritative_grade_never_runs_where_the_answers_are_readable(monkeypatch, tmp_path, capsys):
+    from grader import cli
+    from grader.judge import runners
+
+    monkeypatch.setattr(runners, "sandbox_command", lambda: None)  # as where bubblewrap is missing
+    answers = Path(tempfile.mkdtemp(prefix="answers-"))  # directly in /tmp: every user can pass through
+    answers.chmod(0o755)
+    monkeypatch.setattr(sandbox, "answer_dirs", lambda: [str(answers)])
+    answer = answers / "rnn_scratch.py"
+    answer.write_text("answer = 1\n")
+    answer.chmod(0o644)
+    if os.geteuid() == 0 and shutil.which("setpriv"):
+        with pytest.raises(runners.RunnerError, match="chmod -R o-rwx"):
+            runners.Runner(sandbox="require")
+    folder = tmp_path / "submission"
+    shutil.copytree(REPO / "exercises", folder)
+    try:
+        assert cli.main([str(folder), "--authoritative"]) == cli.GRADER_FAILURE
+        assert "--allow-unisolated" in capsys.readouterr().err
+    finally:
+        shutil.rmtree(answers)
+
+
+def test_allowing_an_unisolated_authoritative_grade_says_so_in_the_report(monkeypatch, tmp_path):
+    from grader import cli
+    from grader.judge import runners
+
+    monkeypatch.setattr(runners, "sandbox_command", lambda: None)
+    out = tmp_path / "out"
+    cli.main([str(REPO / "exercises"), "--authoritative", "--allow-unisolated", "--out", str(out)])
+    assert "not isolated" in (out / "report.html").read_text()

@@ -17,7 +17,8 @@ import threading
 from dataclasses import replace
 from typing import Any, Iterable, Iterator, Optional, TypeVar
 
-from grader.judge.sandbox import SANDBOX_OFF, Sandbox, runner_command, runner_env, sandbox_command
+from grader.judge.sandbox import (SANDBOX_OFF, Sandbox, runner_command, runner_env, sandbox_command,
+                                  unprivileged_command)
 from grader.protocol import READY, ProtocolError, Reply, Request, Status
 
 #: seconds the judge waits beyond a request's own timeout before replacing the runner
@@ -41,19 +42,22 @@ class Runner:
     def __init__(self, command: Optional[list[str]] = None, env: Optional[dict[str, str]] = None,
                  sandbox: str = "auto"):
         self.notices: list[str] = []
-        self.sandboxed = False
+        self.sandboxed = self.unprivileged = False
         self.sandbox: Optional[Sandbox] = None
         if command is None and sandbox != "off":
             self.sandbox = sandbox_command()
             self.sandboxed = self.sandbox is not None
             if self.sandbox is None:
                 if sandbox == "require":
-                    raise RunnerError("the sandbox was required but bubblewrap (bwrap) is not installed")
-                self.notices.append(SANDBOX_OFF.format(why="bubblewrap (bwrap) is not installed"))
+                    command = self._unprivileged("bubblewrap (bwrap) is not installed")
+                else:
+                    self.notices.append(SANDBOX_OFF.format(why="bubblewrap (bwrap) is not installed"))
             else:
                 command = self.sandbox.command
                 self.notices += self.sandbox.notices
         self.sandbox_mode = sandbox
+        #: the runner cannot read the answers: bubblewrap, or an unprivileged user they are private from
+        self.isolated = self.sandboxed or self.unprivileged
         self.command = command or runner_command()
         self.env = env if env is not None else runner_env()
         self.proc: Optional[subprocess.Popen] = None
@@ -107,8 +111,24 @@ class Runner:
                 self.notices.append(SANDBOX_OFF.format(why=f"bubblewrap could not start ({err[-300:] or 'no answer'})"))
                 self.start()
                 return
+            if self.sandboxed and self.sandbox_mode == "require":  # e.g. a container that forbids namespaces
+                self.sandboxed = False
+                self.command = self._unprivileged(f"bubblewrap could not start ({err[-300:] or 'no answer'})")
+                self.isolated = True
+                self.start()
+                return
             raise RunnerError(f"the grading runner did not start: {err or 'no answer'}")
         self._ready = True
+
+    def _unprivileged(self, why_no_sandbox: str) -> list[str]:
+        """The runner as an unprivileged user, where the sandbox is required but cannot run."""
+        command, why_not = unprivileged_command()
+        if command is None:
+            raise RunnerError(f"{why_no_sandbox}, and {why_not}")
+        self.unprivileged = True
+        self.notices.append(f"isolated without the sandbox ({why_no_sandbox}): the runner runs as an unprivileged "
+                            "user that cannot read the answers")
+        return command
 
     @staticmethod
     def _read(proc: subprocess.Popen, replies: "queue.Queue[Any]") -> None:

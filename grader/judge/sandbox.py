@@ -191,3 +191,30 @@ def sandbox_command() -> Optional[Sandbox]:
                  "--inh-caps=-all", "--"]
     sandbox.command = args + runner_command(sweep=True)
     return sandbox
+
+
+def _others_can_read(path: str) -> bool:
+    """Could a user who owns nothing here read ``path`` (every folder above it passable, the file readable)?"""
+    try:
+        if not os.stat(path).st_mode & 0o004:
+            return False
+        return all(os.stat(parent).st_mode & 0o001 for parent in map(str, Path(path).parents))
+    except OSError:
+        return False
+
+
+def unprivileged_command() -> tuple[Optional[list[str]], str]:
+    """The runner as an unprivileged user that cannot read the answers, where bubblewrap cannot run
+    (containers that forbid namespaces): ``(command, "")``, or ``(None, why not and what to do)``."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        return None, ("without bubblewrap the runner must drop to an unprivileged user, which needs the grader "
+                      "to run as root with setpriv (util-linux) installed")
+    for folder in answer_dirs():
+        files = [folder] + [str(p) for p in Path(folder).rglob("*") if p.is_file()]
+        if any(_others_can_read(f) for f in files):
+            return None, (f"the answers in {folder} are readable by every user; make them private "
+                          f"(chmod -R o-rwx {folder}) so the unprivileged runner cannot read them")
+    # no PID namespace here: never --sweep (it would kill every process of that user on the machine)
+    return [setpriv, f"--reuid={RUNNER_UID}", f"--regid={RUNNER_UID}", "--clear-groups", "--inh-caps=-all", "--",
+            *runner_command()], ""
