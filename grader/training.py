@@ -1,9 +1,12 @@
 """Training scaffolding shared by the runner's probes and the judge's reference runs.
 
 The objects handed to a student's ``train_epoch`` are wrapped so that what it
-*does* can be observed directly (which state each minibatch starts from, which
-labels meet which outputs, how large the gradients are when the update runs),
-because a short training budget's perplexity alone hides most bugs.
+*does* can be observed, because a short training budget's perplexity alone hides
+most bugs. With ``record=True`` they keep raw values, not verdicts: per model call
+the parameters, input tokens and incoming state; per loss call which output rows
+met which labels; per update the gradients present. The judge recomputes the
+forward pass, the loss and its gradients from them (``grader.checks.train_epoch``),
+so a forged record only passes if it holds the numbers a real training run makes.
 """
 
 from __future__ import annotations
@@ -48,28 +51,46 @@ def make_net(vocab_size: int, num_hiddens: int, seed: int, hooks: dict[str, Call
                            hooks["init_rnn_state"], hooks["rnn"], params=params)
 
 
+def loader_for(setup: Setup, ids: list, use_random_iter: bool) -> SeqDataLoader:
+    """The loader a training run draws from; the judge makes the same one to regenerate the minibatches."""
+    return SeqDataLoader(ids, setup.batch_size, setup.num_steps, use_random_iter, seed=setup.seed)
+
+
+def loss_scale_at(index: int, scale: float) -> float:
+    """The gradient scale of loss call ``index`` (0-based): ``scale`` on every other one, from the first."""
+    return scale if index % 2 == 0 else 1.0
+
+
 # ---------------------------------------------------------------- observation
 
 
 @dataclass
 class Log:
+    #: keep raw values for the judge to recompute (the behaviour probes); otherwise only counts
+    record: bool = False
     begin_states: int = 0
-    calls: list = field(default_factory=list)   # per net call: incoming-state facts
-    losses: list = field(default_factory=list)  # per loss call: value, tokens, paired
-    updates: list = field(default_factory=list)  # per update: gradient facts
+    calls: list = field(default_factory=list)   # per net call
+    losses: list = field(default_factory=list)  # per loss call
+    updates: list = field(default_factory=list)  # per update
     zero_grads: int = 0
     updater_args: list = field(default_factory=list)
+    #: [pass, index] of the minibatch the iterator handed out last
+    batch: Optional[list] = None
+    epoch: int = 0
+
+
+def _copy(t: Any) -> Any:
+    return t.detach().clone() if isinstance(t, torch.Tensor) else None
 
 
 class RecordingNet:
-    """Wraps a scratch model; records the state each call starts from."""
+    """Wraps a scratch model; records what each call starts from."""
 
     def __init__(self, inner: RNNModelScratch, log: Log):
         self.inner, self.log = inner, log
         self.params = inner.params
         self.vocab_size, self.num_hiddens = inner.vocab_size, inner.num_hiddens
         self.last_output: Optional[torch.Tensor] = None
-        self._last_final: Optional[torch.Tensor] = None
 
     def begin_state(self, batch_size: int, device: Any = None, **kwargs: Any):
         self.log.begin_states += 1
@@ -77,99 +98,90 @@ class RecordingNet:
 
     def __call__(self, X: torch.Tensor, state: Any):
         h = first_of(state)
-        if isinstance(h, torch.Tensor):
-            self.log.calls.append({
-                "zeros": bool(torch.all(h.detach() == 0)),
-                "has_grad_fn": h.grad_fn is not None,
-                "carried": self._last_final is not None and h.shape == self._last_final.shape
-                and bool(torch.equal(h.detach(), self._last_final)),
-            })
-        else:
-            self.log.calls.append({"zeros": False, "has_grad_fn": False, "carried": False, "bad_state": True})
+        entry = {"batch": self.log.batch, "bad_state": not isinstance(h, torch.Tensor),
+                 # believed only when it says "still attached": a graph left on the state can only cost points
+                 "has_grad_fn": isinstance(h, torch.Tensor) and h.grad_fn is not None}
+        if self.log.record:
+            entry.update(inputs=_copy(X), state=_copy(h), params=[_copy(p) for p in self.params])
+        self.log.calls.append(entry)
         outputs, new_state = self.inner(X, state)
         self.last_output = outputs
-        final = first_of(new_state)
-        self._last_final = final.detach().clone() if isinstance(final, torch.Tensor) else None
         return outputs, new_state
 
 
 class RecordingIter:
-    """Yields a loader's minibatches, remembering the last labels handed out."""
+    """Yields a loader's minibatches, noting which pass and index was handed out last."""
 
-    def __init__(self, loader: SeqDataLoader, max_batches: Optional[int] = None):
-        self.loader, self.max_batches = loader, max_batches
-        self.last_Y: Optional[torch.Tensor] = None
+    def __init__(self, loader: SeqDataLoader, log: Log, max_batches: Optional[int] = None):
+        self.loader, self.log, self.max_batches = loader, log, max_batches
+        self.passes = 0
 
     def __iter__(self):
+        this_pass = self.passes
+        self.passes += 1
         for i, (X, Y) in enumerate(self.loader):
             if self.max_batches is not None and i >= self.max_batches:
                 return
-            self.last_Y = Y.clone()
+            self.log.batch = [this_pass, i]
             yield X, Y
 
 
 class RecordingLoss(nn.Module):
-    """Cross-entropy that also checks outputs meet the right labels and keeps fresh gradients.
+    """Cross-entropy that records which output rows met which labels.
 
     ``scale`` multiplies the gradients (not the value) of the returned loss on every
     other minibatch, which forces them far above the clipping threshold so that
     clipping (or its absence) shows.
     """
 
-    def __init__(self, net: RecordingNet, batches: RecordingIter, log: Log, scale: float = 1.0, fresh_grads: bool = False):
+    def __init__(self, net: RecordingNet, log: Log, scale: float = 1.0):
         super().__init__()
-        self.net, self.batches, self.log = net, batches, log
-        self.scale, self.fresh_grads = scale, fresh_grads
-        self.fresh: Optional[list] = None
+        self.net, self.log, self.scale = net, log, scale
         #: the gradient scale of the latest loss, which the updaters undo
         self.current_scale = 1.0
 
     def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         value = F.cross_entropy(y_hat, y)
-        entry = {"value": float(value.detach()), "tokens": int(y.numel()), "paired": None}
-        if self.net.last_output is not None and self.batches.last_Y is not None:
-            entry["paired"] = _labels_paired(y_hat.detach(), y, self.net.last_output.detach(),
-                                             self.batches.last_Y.T.reshape(-1).long())
+        entry = {"value": float(value.detach()), "tokens": int(y.numel()), "call": len(self.log.calls) - 1,
+                 "epoch": self.log.epoch}
+        if self.log.record:
+            entry.update(_pairing(y_hat.detach(), y.detach(), self.net.last_output))
+        scale = loss_scale_at(len(self.log.losses), self.scale)
         self.log.losses.append(entry)
         # Same value, gradients multiplied by scale: what the student reports is unaffected.
         # Every other minibatch keeps its natural gradients so both sides of the threshold are seen.
-        scale = self.scale if len(self.log.losses) % 2 == 1 else 1.0
         self.current_scale = scale
-        scaled = value + (scale - 1.0) * (value - value.detach()) if scale != 1.0 else value
-        if self.fresh_grads and scaled.requires_grad:
-            params = self.net.params
-            self.fresh = [g.detach().clone() for g in torch.autograd.grad(scaled, params, retain_graph=True, allow_unused=True)]
-        return scaled
+        return value + (scale - 1.0) * (value - value.detach()) if scale != 1.0 else value
 
 
-def _labels_paired(y_hat: torch.Tensor, y: torch.Tensor, outputs: torch.Tensor, labels: torch.Tensor) -> bool:
-    """Does every output row meet the label that belongs to it?
+def _pairing(y_hat: torch.Tensor, y: torch.Tensor, outputs: Optional[torch.Tensor]) -> dict:
+    """Which row of the model's latest output each scored row is, and the label it met.
 
     Rows are matched by value, so a student who reorders outputs and labels
     consistently (e.g. batch-major outputs with ``Y.reshape(-1)``) is right too.
-    Loss values alone cannot tell: an untrained model's loss barely depends on
-    which label each row meets.
+    The judge checks the claim by recomputing the loss's gradient from it.
     """
-    if y_hat.dim() == 2 and y_hat.shape[1] == outputs.shape[1] and y.dim() == 1 and y.numel() == y_hat.shape[0]:
-        allowed: dict[bytes, set] = {}
-        for row, label in zip(outputs, labels.tolist()):
-            allowed.setdefault(row.numpy().tobytes(), set()).add(label)
-        return all(label in allowed.get(row.numpy().tobytes(), ()) for row, label in zip(y_hat, y.long().tolist()))
-    value = float(F.cross_entropy(y_hat, y))
-    want = float(F.cross_entropy(outputs, labels))
-    return abs(value - want) <= 1e-4 * max(1.0, want)
+    if y_hat.dim() > 2 and y.dim() == y_hat.dim() - 1:  # (N, C, d...) scores: classes are dim 1
+        y_hat, y = y_hat.movedim(1, -1).reshape(-1, y_hat.shape[1]), y.reshape(-1)
+    if outputs is None or y_hat.dim() != 2 or y.dim() != 1 or y.numel() != y_hat.shape[0] \
+            or y_hat.shape[1] != outputs.shape[-1] or y.dtype.is_floating_point:
+        return {"rows": None, "labels": None}
+    first: dict[bytes, int] = {}
+    for i, row in enumerate(outputs.detach().cpu()):
+        first.setdefault(row.numpy().tobytes(), i)
+    rows = [first.get(row.numpy().tobytes()) for row in y_hat.to(outputs.dtype).cpu()]
+    if any(r is None for r in rows):
+        return {"rows": None, "labels": None}
+    return {"rows": torch.tensor(rows, dtype=torch.int64), "labels": y.long().clone()}
 
 
-def _update_facts(params: list, fresh: Optional[list]) -> dict:
+def _update_entry(params: list, log: Log, **facts: Any) -> dict:
     grads = [p.grad for p in params]
-    if fresh is None or any(g is None for g in grads) or any(f is None for f in fresh):
-        return {"known": False}
-    fresh_norm = float(torch.sqrt(sum((f.double() ** 2).sum() for f in fresh)))
-    now_norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads)))
-    factor = min(1.0, 1.0 / fresh_norm) if fresh_norm > 0 else 1.0
-    match = all(torch.allclose(g.double(), f.double() * factor, rtol=1e-4, atol=1e-7 * max(1.0, fresh_norm))
-                for g, f in zip(grads, fresh))
-    return {"known": True, "fresh_norm": fresh_norm, "norm": now_norm, "match": match}
+    entry = {"loss": len(log.losses) - 1, "call": len(log.calls) - 1,
+             "known": all(isinstance(g, torch.Tensor) for g in grads), **facts}
+    if log.record:
+        entry["grads"] = [_copy(g) for g in grads]
+    return entry
 
 
 class RecordingUpdater:
@@ -180,7 +192,8 @@ class RecordingUpdater:
 
     def __call__(self, batch_size: int = 1, *args: Any, **kwargs: Any) -> None:
         self.log.updater_args.append(batch_size)
-        self.log.updates.append(_update_facts(self.net.params, self.loss.fresh))
+        size = float(batch_size) if isinstance(batch_size, numbers.Real) else None
+        self.log.updates.append(_update_entry(self.net.params, self.log, batch_size=size))
         # Undo the loss's gradient scale, so that a missing clip cannot blow the model up
         # (and the student's code with it) before the behaviour is observed.
         sgd(self.net.params, self.lr / self.loss.current_scale, batch_size)
@@ -195,9 +208,9 @@ class RecordingSGD(torch.optim.SGD):
         self._zeroed = False
 
     def step(self, closure: Any = None):  # noqa: D102
-        facts = _update_facts(self._net.params, self._loss.fresh)
-        facts["zeroed"] = self._zeroed or not self._log.updates
-        self._log.updates.append(facts)
+        # believed only when it says "not zeroed", as a reason for gradients that do not match
+        zeroed = self._zeroed or not self._log.updates
+        self._log.updates.append(_update_entry(self._net.params, self._log, zeroed=zeroed))
         self._zeroed = False
         for group in self.param_groups:  # undo the loss's gradient scale, as RecordingUpdater does
             group["lr"] = self._lr / self._loss.current_scale
@@ -224,21 +237,25 @@ def run_training(
     use_random_iter: bool = False,
     optimizer: bool = False,
     loss_scale: float = 1.0,
-    fresh_grads: bool = False,
     max_batches: Optional[int] = None,
     keep_params: bool = False,
+    record: bool = False,
 ) -> dict:
-    """Train a fresh scratch model with ``train_epoch`` and return what was observed."""
+    """Train a fresh scratch model with ``train_epoch`` and return what was observed.
+
+    :param record: keep the raw values the judge recomputes (parameters, states, gradients per minibatch).
+    :param keep_params: also return the parameters after the last epoch.
+    """
     vocab, ids = vocab_and_ids(setup.corpus)
-    log = Log()
+    log = Log(record=record)
     net = RecordingNet(make_net(len(vocab), setup.num_hiddens, setup.seed, hooks), log)
-    loader = RecordingIter(SeqDataLoader(ids, setup.batch_size, setup.num_steps, use_random_iter, seed=setup.seed),
-                           max_batches)
-    loss = RecordingLoss(net, loader, log, scale=loss_scale, fresh_grads=fresh_grads)
+    loader = RecordingIter(loader_for(setup, ids, use_random_iter), log, max_batches)
+    loss = RecordingLoss(net, log, scale=loss_scale)
     updater = RecordingSGD(net, loss, setup.lr, log) if optimizer else RecordingUpdater(net, loss, setup.lr, log)
     epochs_out = []
     torch.manual_seed(setup.seed)
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        log.epoch = epoch
         first_loss = len(log.losses)
         start = time.perf_counter()
         first_call = len(log.calls)
@@ -261,14 +278,13 @@ def run_training(
     result = {
         "epochs": epochs_out,
         "begin_states": log.begin_states,
-        "calls": log.calls,
-        "losses": [{k: e[k] for k in ("paired", "tokens")} for e in log.losses],
-        "updates": log.updates,
         "zero_grads": log.zero_grads,
         "updater_args": [a if isinstance(a, (int, float)) else str(a) for a in log.updater_args[:50]],
         "num_batches": len(log.losses),
     }
-    if keep_params:
+    if record:
+        result.update(calls=log.calls, losses=log.losses, updates=log.updates)
+    if keep_params or record:
         result["params"] = [p.detach().clone() for p in net.params]
     return result
 

@@ -3,14 +3,21 @@
 Perplexity over a short budget cannot see most training bugs (a missing clip is
 invisible while gradients stay below the threshold), so each behaviour the
 lesson teaches is observed directly by the objects handed to the student's loop.
+Those objects live in the student's process, so what they report is not taken on
+trust: they record raw values (parameters, states, gradients) and the judge
+recomputes the forward pass, the loss and its gradients from them (:mod:`grader.replay`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
-from typing import Any
+from typing import Any, Optional
+
+import torch
+from torch.nn import functional as F
 
 from grader import hookimpl
 from grader.checks.reference_runs import EPOCHS, default_setup, reference_training
@@ -18,7 +25,9 @@ from grader.corpus import corpus_facts, corpus_spec
 from grader.definitions import Check, Probe
 from grader.figures import perplexity_chart, rounded
 from grader.hints import Hint
+from grader.plugins import reference_hooks
 from grader.results import Verdict
+from grader.replay import Malformed, Replay, as_tensor, inconsistent, initial_params, minibatches, replay
 from grader.training import Setup, run_training
 
 EXERCISE = "train_epoch"
@@ -32,6 +41,8 @@ BAND = 0.05
 #: minibatches observed by the behaviour checks
 BEHAVIOUR_BATCHES = 6
 GRAD_SCALE = 1000.0
+#: sequential minibatches the trained parameters of the full run are evaluated on
+EVAL_BATCHES = 12
 
 
 def probe_train(ctx, setup: dict, epochs: int, **options: Any) -> Any:
@@ -42,7 +53,7 @@ def probe_train(ctx, setup: dict, epochs: int, **options: Any) -> Any:
 
 
 def judge_perplexity(observed: Any, setup: dict, epochs: int, **options: Any) -> Verdict:
-    ref = reference_training(Setup(**setup), epochs, **options)
+    ref = reference_training(Setup(**setup), epochs)
     got = [e["observed_ppl"] for e in observed["epochs"]]
     want = [e["observed_ppl"] for e in ref["epochs"]]
     figures = perplexity_chart(got, want, corpus_facts(setup["corpus"])["min_perplexity"], "training perplexity per epoch")
@@ -66,11 +77,45 @@ def judge_perplexity(observed: Any, setup: dict, epochs: int, **options: Any) ->
         return Verdict.failed(
             f"after {epochs} epochs your training perplexity is {final:.3g}, above the reference's {target:.3g} "
             f"(band {low:.3g}-{high:.3g}){hint}", figures={"perplexity": figures, **summary})
+    # The per-epoch perplexities are the child's word; the trained parameters are not: the judge scores them itself.
+    mine, theirs = evaluated_perplexity(observed.get("params"), setup), evaluated_perplexity(ref["params"], setup)
+    if mine is None or not theirs * (1 - BAND) <= mine <= theirs * (1 + BAND):
+        return Verdict.failed(
+            f"the parameters recorded after {epochs} epochs are not consistent with the perplexity the run reported: "
+            f"they score {rounded(mine, 4) if mine is not None else 'nothing'} on the training text, where the "
+            f"reference's trained parameters score {theirs:.4g}", figures={"perplexity": figures, **summary})
     return Verdict.passed(f"perplexity {final:.3g} after {epochs} epochs (reference {target:.3g})",
                           figures={"perplexity": figures, **summary})
 
 
+def evaluated_perplexity(params: Any, setup: dict) -> Optional[float]:
+    """exp(mean loss) of the scratch model with ``params`` on the first sequential minibatches, state carried."""
+    init = initial_params(setup)
+    try:
+        params = [p if isinstance(p, torch.Tensor) else as_tensor(p, "float32", tuple(q.shape))
+                  for p, q in zip(params, init)] if isinstance(params, list) and len(params) == len(init) else None
+    except Malformed:
+        params = None
+    if params is None:
+        return None
+    V = init[0].shape[0]
+    batches = minibatches(json.dumps(setup, sort_keys=True), False, 1, EVAL_BATCHES)[0]
+    rnn = reference_hooks()["rnn"]
+    state, total = torch.zeros(setup["batch_size"], init[0].shape[1], dtype=torch.float64), 0.0
+    with torch.no_grad():
+        for X, Y in batches:
+            outputs, (state,) = rnn(F.one_hot(X.T, V).double(), (state,), [p.double() for p in params])
+            total += float(F.cross_entropy(outputs, Y.T.reshape(-1)))
+    mean = total / len(batches)
+    return math.exp(mean) if math.isfinite(mean) and mean < 700 else None
+
+
 def judge_reported(observed: Any, setup: dict, epochs: int, **options: Any) -> Verdict:
+    rp = replay(observed, setup, epochs, **options)
+    if rp.malformed:
+        return Verdict.failed(rp.problem)
+    if len(observed["epochs"]) != epochs:
+        return Verdict.failed(inconsistent(1))
     for k, epoch in enumerate(observed["epochs"]):
         returned = epoch["returned"]
         if not isinstance(returned, list) or len(returned) != 2:
@@ -78,22 +123,34 @@ def judge_reported(observed: Any, setup: dict, epochs: int, **options: Any) -> V
         ppl, speed = returned
         if not isinstance(ppl, float) or not isinstance(speed, float):
             return Verdict.failed(f"train_epoch should return two numbers, but returned {returned!r}")
-        want = epoch["observed_ppl"]
+        # the epoch's losses as the judge recomputed them, not as the run reported them
+        entries = [e for e in rp.losses if e is not None and e["epoch"] == k]
+        tokens = sum(e["tokens"] for e in entries)
+        if not tokens:
+            return Verdict.failed(f"train_epoch never called the loss in epoch {k + 1}")
+        mean = sum(e["value"] * e["tokens"] for e in entries) / tokens
+        want = math.exp(mean) if mean < 700 else math.inf
         if not (math.isfinite(ppl) and abs(ppl - want) <= 1e-3 * want):
             hint = ""
             if math.isfinite(ppl) and abs(ppl - math.log(want)) <= 1e-3 * math.log(want):
                 hint = "; that is the mean loss: perplexity is exp(mean loss)"
             return Verdict.failed(f"in epoch {k + 1} the returned perplexity is {ppl:.5g}, but the losses computed "
                                   f"during the epoch give exp(total loss / tokens) = {want:.5g}{hint}")
-        measured = epoch["tokens"] / max(epoch["seconds"], 1e-9)
+        seconds = epoch["seconds"] if isinstance(epoch.get("seconds"), float) else math.nan
+        measured = tokens / max(seconds, 1e-9)
         if not (math.isfinite(speed) and measured / 20 <= speed <= measured * 20):
             return Verdict.failed(f"the returned speed {speed:.4g} tokens/s does not fit the epoch: "
-                                  f"{epoch['tokens']} tokens in {epoch['seconds']:.3g} s is about {measured:.4g} tokens/s")
+                                  f"{tokens} tokens in {seconds:.3g} s is about {measured:.4g} tokens/s")
+    if rp.untrained:
+        return Verdict.failed(rp.untrained)
     return Verdict.passed("returns exp(mean loss over the epoch) and a plausible tokens/s")
 
 
-def judge_sequential_state(observed: Any, **_: Any) -> Verdict:
-    calls = observed["calls"]
+def judge_sequential_state(observed: Any, setup: dict, epochs: int, **options: Any) -> Verdict:
+    rp = replay(observed, setup, epochs, **options)
+    if rp.malformed:
+        return Verdict.failed(rp.problem)
+    calls = rp.calls
     if not calls:
         return Verdict.failed("train_epoch never called the model")
     if not calls[0]["zeros"]:
@@ -112,40 +169,53 @@ def judge_sequential_state(observed: Any, **_: Any) -> Verdict:
     if observed["begin_states"] != 1:
         return Verdict.failed(f"net.begin_state was called {observed['begin_states']} times in a sequential epoch; "
                               "call it once, for the first minibatch")
+    if rp.untrained:
+        return Verdict.failed(rp.untrained)
     return Verdict.passed(f"fresh state once, then carried and detached across {len(calls)} minibatches")
 
 
-def judge_random_state(observed: Any, **_: Any) -> Verdict:
-    calls = observed["calls"]
+def judge_random_state(observed: Any, setup: dict, epochs: int, **options: Any) -> Verdict:
+    rp = replay(observed, setup, epochs, **options)
+    if rp.malformed:
+        return Verdict.failed(rp.problem)
+    calls = rp.calls
     if not calls:
         return Verdict.failed("train_epoch never called the model")
     for k, call in enumerate(calls, start=1):
         if not call["zeros"] or call["has_grad_fn"]:
             return Verdict.failed(f"with random sampling minibatch {k} did not start from a fresh state; "
                                   "neighbouring minibatches are unrelated, so call net.begin_state for every one")
+    if rp.untrained:
+        return Verdict.failed(rp.untrained)
     return Verdict.passed(f"a fresh state for each of {len(calls)} randomly sampled minibatches")
 
 
-def judge_labels(observed: Any, **_: Any) -> Verdict:
-    losses = observed["losses"]
+def judge_labels(observed: Any, setup: dict, epochs: int, **options: Any) -> Verdict:
+    rp = replay(observed, setup, epochs, **options)
+    if rp.malformed:
+        return Verdict.failed(rp.problem)
+    losses = rp.losses
     if not losses:
         return Verdict.failed("train_epoch never called the loss")
     for k, entry in enumerate(losses, start=1):
-        if entry["paired"] is False:
+        if entry is not None and entry["paired"] is False:
             return Verdict.failed(
                 f"in minibatch {k} the outputs were compared with the wrong labels; outputs come time step by time "
                 "step (row t*B + b), so the labels must be Y.T.reshape(-1), not Y.reshape(-1)")
+    if rp.untrained:
+        return Verdict.failed(rp.untrained)
     return Verdict.passed(f"outputs met their own next characters in all {len(losses)} minibatches")
 
 
-def judge_clipping(observed: Any, **options: Any) -> Verdict:
-    verdict = _judge_updates(observed, "clipping")
-    return dataclasses.replace(verdict, figures={**verdict.figures, **_clipping_figure(observed["updates"])})
+def judge_clipping(observed: Any, setup: dict, epochs: int, **options: Any) -> Verdict:
+    rp = replay(observed, setup, epochs, **options)
+    verdict = _judge_updates(rp, "clipping")
+    return dataclasses.replace(verdict, figures={**verdict.figures, **_clipping_figure(rp.updates)})
 
 
 def _clipping_figure(updates: list) -> dict:
     """The gradient norm at each update of the student's loop, before and after its clipping (log10)."""
-    known = [(k, u) for k, u in enumerate(updates, start=1) if u.get("known")]
+    known = [(k, u) for k, u in enumerate(updates, start=1) if u.get("known") and "fresh_norm" in u]
     if not known:
         return {}
 
@@ -161,24 +231,27 @@ def _clipping_figure(updates: list) -> dict:
                 "by the grader to exceed θ)", "xlabel": "update", "ylabel": "log10 of the joint gradient norm"}}
 
 
-def judge_optimizer(observed: Any, **options: Any) -> Verdict:
-    if observed["num_batches"] and not observed["updates"]:
+def judge_optimizer(observed: Any, setup: dict, epochs: int, **options: Any) -> Verdict:
+    rp = replay(observed, setup, epochs, **options)
+    if not rp.malformed and rp.losses and not rp.updates:
         return Verdict.failed("updater.step() was never called")
-    return _judge_updates(observed, "optimizer")
+    return _judge_updates(rp, "optimizer")
 
 
-def _judge_updates(observed: Any, what: str) -> Verdict:
-    updates, batches = observed["updates"], observed["num_batches"]
+def _judge_updates(rp: Replay, what: str) -> Verdict:
+    if rp.malformed:
+        return Verdict.failed(rp.problem)
+    updates, batches = rp.updates, len(rp.losses)
     if not updates:
         return Verdict.failed("the updater was never called, so the model never learned")
-    if len(updates) != batches:
+    if len(updates) != batches or any(n != 1 for n in rp.steps):
         return Verdict.failed(f"{len(updates)} updates for {batches} minibatches: update exactly once per minibatch")
     for k, update in enumerate(updates, start=1):
         if not update.get("known"):
             return Verdict.failed(f"at update {k} some parameter had no gradient")
         if update["match"]:
             continue
-        fresh, norm = update["fresh_norm"], update["norm"]
+        fresh, norm = update.get("fresh_norm", math.nan), update["norm"]
         if what == "optimizer" and k > 1 and update.get("zeroed") is False:
             return Verdict.failed(f"at update {k} the gradients were not this minibatch's alone: updater.zero_grad() was "
                                   "not called since the previous step, so backward() added to the old gradients; "
@@ -194,6 +267,8 @@ def _judge_updates(observed: Any, what: str) -> Verdict:
                                   "only clip when the norm is above θ")
         return Verdict.failed(f"at update {k} the gradients differ from this minibatch's gradients clipped to norm 1 "
                               f"(norm {norm:.4g}, expected {min(fresh, 1.0):.4g})")
+    if rp.problem:
+        return Verdict.failed(rp.problem)
     if what == "optimizer":
         return Verdict.passed(f"zero_grad, backward, clip and step in order for all {batches} minibatches")
     return Verdict.passed(f"gradients clipped to norm 1 before every one of {batches} updates")
@@ -204,15 +279,16 @@ def _judge_updates(observed: Any, what: str) -> Verdict:
 
 @hookimpl
 def grader_checks(config):
-    setup = default_setup(corpus_spec(config)).to_params()
+    setup = default_setup(corpus_spec(config), config.secret).to_params()
 
     def probe(epochs: int = 1, **options: Any) -> Probe:
-        """A run for behaviour checks: the first minibatches of a short training."""
-        params = dict(setup=setup, epochs=epochs, max_batches=BEHAVIOUR_BATCHES, **options)
-        return Probe("train_epoch", probe_train, params, timeout=20.0, hints=HINTS)
+        """A run for behaviour checks: the first minibatches of a short training, with raw values recorded."""
+        params = dict(setup=setup, epochs=epochs, max_batches=BEHAVIOUR_BATCHES, record=True, **options)
+        return Probe("train_epoch", probe_train, params, timeout=20.0, hints=HINTS,
+                     reference=functools.partial(_behaviour_reference, params))
 
-    full = Probe("train_epoch", probe_train, dict(setup=setup, epochs=EPOCHS), timeout=40.0, hints=HINTS,
-                 reference=functools.partial(reference_training, Setup(**setup), EPOCHS))
+    full = Probe("train_epoch", probe_train, dict(setup=setup, epochs=EPOCHS, keep_params=True), timeout=40.0,
+                 hints=HINTS, reference=functools.partial(_full_reference, setup))
     sequential = probe()  # read by the state and the labels checks
     return [
         Check(EXERCISE, "perplexity", f"perplexity after {EPOCHS} seeded epochs matches the reference's", 4, full,
@@ -224,7 +300,19 @@ def grader_checks(config):
               probe(use_random_iter=True), judge_random_state),
         Check(EXERCISE, "labels", "outputs are compared with labels Y.T.reshape(-1)", 3, sequential, judge_labels),
         Check(EXERCISE, "clipping", "gradients are clipped to norm 1 before every update", 2,
-              probe(loss_scale=GRAD_SCALE, fresh_grads=True), judge_clipping),
+              probe(loss_scale=GRAD_SCALE), judge_clipping),
         Check(EXERCISE, "optimizer", "with a torch.optim optimizer: zero_grad, backward, clip, step", 2,
-              probe(optimizer=True, fresh_grads=True), judge_optimizer),
+              probe(optimizer=True), judge_optimizer),
     ]
+
+
+def _behaviour_reference(params: dict) -> None:
+    """What a behaviour judge needs before any run: the initial parameters (seeded once) and the minibatches."""
+    initial_params(params["setup"])
+    minibatches(json.dumps(params["setup"], sort_keys=True), bool(params.get("use_random_iter")), params["epochs"],
+                 params["max_batches"])
+
+
+def _full_reference(setup: dict) -> None:
+    reference_training(Setup(**setup), EPOCHS)
+    evaluated_perplexity(reference_training(Setup(**setup), EPOCHS)["params"], setup)
