@@ -4,7 +4,7 @@ The sandbox shows an allow-list, read-only: /usr (with the /bin, /lib, /lib64, /
 installation, the runner's site-packages (a virtual environment as a whole) and the ``grader`` package's
 own folder, each at its own path; fresh /proc and /dev. /tmp is an empty tmpfs of TMP_LIMIT bytes, the only
 writable place; /dev/shm is empty and read-only. No /etc, /sys, home folders or repository (.git, tests/,
-reference/); a shown folder that holds the reference solutions (an installed wheel's) is masked empty.
+reference/); a shown folder that holds answers (grader/demo, an installed wheel's grader/reference) is masked empty.
 A seccomp filter (:mod:`grader.judge.seccomp`) refuses keyrings, SysV IPC and POSIX message queues.
 """
 
