@@ -346,3 +346,17 @@ def test_allowing_an_unisolated_authoritative_grade_says_so_in_the_report(monkey
     out = tmp_path / "out"
     cli.main([str(REPO / "exercises"), "--authoritative", "--allow-unisolated", "--out", str(out)])
     assert "not isolated" in (out / "report.html").read_text()
+
+
+def test_emptying_tmp_keeps_mounts_and_the_way_to_them_but_nothing_else(tmp_path):
+    from grader.runner.zygote import _clear_folder
+
+    mount = tmp_path / "ci" / ".venv"  # as where the checkout and its venv live under /tmp
+    (mount / "lib").mkdir(parents=True)
+    (mount / "lib" / "torch.py").write_text("")
+    (tmp_path / "ci" / "stash").write_text("left by a run")
+    (tmp_path / "leak").mkdir()
+    (tmp_path / "leak" / "answer").write_text("left by a run")
+    _clear_folder(str(tmp_path), (str(tmp_path), str(mount)))
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "ci", "ci/.venv", "ci/.venv/lib", "ci/.venv/lib/torch.py"]

@@ -151,14 +151,32 @@ def _send_file(fd: int, offset: int, count: int) -> None:
         offset, count = offset + sent, count - sent
 
 
-def _clear_folder(folder: str) -> None:
-    """Remove everything in ``folder`` (the sandbox's private /tmp): nothing a run wrote reaches the next."""
+def _mount_points() -> tuple[str, ...]:
+    """Where something is mounted (the sandbox's read-only binds, some maybe inside /tmp)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            return tuple(line.split()[4] for line in f if len(line.split()) > 4)
+    except OSError:
+        return ()
+
+
+def _clear_folder(folder: str, mounts: tuple[str, ...] = ()) -> None:
+    """Remove everything in ``folder`` (the sandbox's private /tmp): nothing a run wrote reaches the next.
+
+    Mount points are left alone, and the folders leading to them kept: the sandbox made them (a virtual
+    environment under /tmp, say), and walking a read-only tree after every run would cost seconds.
+    """
     try:
         entries = os.listdir(folder)
     except OSError:
         return
     for name in entries:
         path = os.path.join(folder, name)
+        if path in mounts:
+            continue
+        if any(m.startswith(path + "/") for m in mounts):
+            _clear_folder(path, mounts)  # keep the way to the mount, empty the rest
+            continue
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
         else:
@@ -179,6 +197,7 @@ class Zygote:
         self.snapshot, self.sweep = snapshot, sweep
         self.meta_warm = False
         self.spill = os.open(os.devnull, os.O_WRONLY)
+        self.mounts = _mount_points() if sweep else ()
 
     def serve_one(self, request: Request, reference_size: int) -> None:
         """Run one request whose reference bytes wait on stdin; write the reply to stdout."""
@@ -192,7 +211,7 @@ class Zygote:
             shutil.rmtree(f"{folder}-tmp", ignore_errors=True)  # the child's private TMPDIR
             if self.sweep:
                 for writable in WRITABLE:
-                    _clear_folder(writable)
+                    _clear_folder(writable, self.mounts)
 
     def _supervise(self, request: Request, reference_size: int, folder: Path) -> None:
         if request.params.get("device") == "meta":
