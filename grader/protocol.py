@@ -1,9 +1,11 @@
-"""What the judge and the runner say to each other: typed requests and replies, one JSON line each.
+"""What the judge and the runner say to each other: typed requests and replies.
 
-The judge sends a :class:`Request` for every run of student code; the runner answers each with a
-:class:`Reply`, in order. A reply is believed for nothing but its shape: the probe's result travels
-as :mod:`grader.wire` bytes that the judge decodes strictly, and every verdict is the judge's own.
-Both sides import this module and nothing else of each other's.
+The judge sends a :class:`Request` for every run of student code, as a frame: its length, its JSON,
+then the reference code the run may hold. The runner answers each with a :class:`Reply`, in order: a
+JSON line with the sizes of the result and output bytes that follow it. Those bytes pass through the
+runner's zygote by the kernel only (see :mod:`grader.runner.zygote`). A reply is believed for nothing
+but its shape: the probe's result travels as :mod:`grader.wire` bytes that the judge decodes strictly,
+and every verdict is the judge's own. Both sides import this module and nothing else of each other's.
 """
 
 from __future__ import annotations
@@ -82,8 +84,6 @@ class Request:
     hook: Optional[str] = None
     #: keyword arguments of the probe, plain JSON data
     params: Mapping[str, Any] = field(default_factory=dict)
-    #: import only these files (their siblings still load when imported)
-    only: Optional[tuple[str, ...]] = None
     #: module names served by stand-ins in place of files that hang or end the process at import
     stand_ins: tuple[str, ...] = ()
     #: attribute what the files change in the grader's world to the file that changed it
@@ -112,7 +112,6 @@ class Request:
             data = json.loads(body)
             size = int(data.pop("reference_size", 0))
             data["limits"] = Limits(**data["limits"])
-            data["only"] = tuple(data["only"]) if data.get("only") is not None else None
             data["stand_ins"] = tuple(data.get("stand_ins", ()))
             if size < 0 or size > REFERENCE_LIMIT:
                 raise ValueError(f"reference of {size} bytes")

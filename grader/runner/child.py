@@ -139,8 +139,7 @@ def run_probe(request: Request, folder: Path, snapshot: Snapshot, reference: dic
         if request.separately:
             return wire.dumps({"value": load_separately(folder, float(request.params["per_file"]), request.timeout)})
         per_file = note_changes if request.track_files else None
-        only = list(request.only) if request.only is not None else None
-        loaded = load_submission(folder, reference, after_import=per_file, only=only, stand_ins=request.stand_ins)
+        loaded = load_submission(folder, reference, after_import=per_file, stand_ins=request.stand_ins)
         torch.set_default_dtype(torch.float32)  # a file may change it at import; checks start from the default
         if request.probe is None:
             result: Any = {"value": loaded_hooks(loaded)}

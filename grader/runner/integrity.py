@@ -9,7 +9,6 @@ withholds the affected points.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import sysconfig
