@@ -133,7 +133,8 @@ def run(folder: Path, config: RunConfig, fail_under: Optional[float] = None) -> 
         runner.launch()  # imports torch while the judge prepares the reference
         pm = get_plugin_manager(reporters=True)
         the_plan = engine.plan(pm, config)
-        engine.warm_up(the_plan)  # the reference's side of every check, while the runner starts
+        if not config.secret:  # with a secret, the inputs depend on the submission: planned when it is read
+            engine.warm_up(the_plan)  # the reference's side of every check, while the runner starts
         report = engine.grade(folder, config, pm, runner, the_plan)
     except RunnerError as exc:
         if config.isolation == "require":

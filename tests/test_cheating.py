@@ -388,3 +388,65 @@ def test_honest_code_that_changes_harmless_settings_keeps_full_marks(graded, sub
              for name in ("rnn_scratch.py", "train_epoch.py", "predict.py")}
     report = graded(submission(files), SECRET)
     assert report.points == 100, [(c.check_id, c.message) for c in report.all_checks() if c.points < c.max_points]
+
+
+#: prints the run's inputs into the report, for the student to take home
+PRINT_INPUTS = """
+    import json, sys
+    def find(name):
+        frame = sys._getframe()
+        while frame is not None and not (frame.f_code.co_name == "run_probe" and "request" in frame.f_locals):
+            frame = frame.f_back
+        request = frame.f_locals["request"]
+        print("INPUTS", json.dumps([request.probe, request.hook, dict(request.params)]))
+        raise NotImplementedError(name)
+    """
+
+
+def test_inputs_printed_by_one_submission_are_not_the_next_ones(graded, runner, tmp_path):
+    from grader.judge import engine
+    from grader.judge.answers import parts_without
+    from grader.judge.verdicts import decode, verdict_for
+    from grader.protocol import DEFAULT_LIMITS, Request
+    from grader.results import PASSED
+    from grader.secret import submission_secret
+
+    first_files = dict(forwarding_files("trick"), **{"trick.py": PRINT_INPUTS})
+    first = graded(skeleton_folder(tmp_path, first_files), SECRET)
+    printed = {line for c in first.all_checks() for line in c.output.splitlines()
+               if line.startswith(tuple(f'INPUTS ["{module}' for module in REPLAYED))}  # predict's are too long
+    asked = [json.loads(line[len("INPUTS "):]) for line in sorted(printed)]
+    assert len(asked) >= 8
+    # at home: the reference run on exactly those inputs
+    reference_files = {p.name: p.read_text() for p in REFERENCE.glob("*.py") if p.name != "__init__.py"}
+    home = {}
+    for probe, hook, params in asked:
+        reply = runner.run_one(Request(files=reference_files, timeout=20, limits=DEFAULT_LIMITS.for_timeout(20),
+                                       probe=probe, hook=hook, params=params, reference=parts_without(hook)))
+        home[probe + " " + json.dumps(params, sort_keys=True)] = base64.b64encode(reply.result).decode()
+        if probe.endswith("probe_clip"):  # the home results would pass on the first submission's inputs
+            config = RunConfig(secret=submission_secret(SECRET.secret, {n: (tmp_path / "submission" / n).read_text()
+                                                                        for n in first_files if n.endswith(".py")}))
+            plan = engine.plan(get_plugin_manager(), config)
+            check = next(c for c in plan.checks if c.probe.path == probe and dict(c.probe.params) == params)
+            assert verdict_for(check, decode(reply)).status == PASSED
+    second_files = dict(forwarding_files("trick"), **{"trick.py": REPLAY, "home_data.py": f"HOME = {home!r}\n"})
+    second = graded(skeleton_folder(tmp_path, second_files), SECRET)
+    assert second.points == 0, [(c.check_id, c.message) for c in second.all_checks() if c.points]
+
+
+def test_a_submission_always_gets_the_same_secret_inputs_and_another_gets_others():
+    from grader.secret import secret_params, submission_secret
+
+    files = {"rnn_scratch.py": "x = 1\n"}
+    same = submission_secret("course", dict(files))
+    assert same == submission_secret("course", files)
+    others = [submission_secret("course", {"rnn_scratch.py": "x = 1  # edited\n"}),
+              submission_secret("another course", files), submission_secret("course", {"rnn_scratch.py": "x = 1\n",
+                                                                                          "helper.py": ""})]
+    assert len({same, *others}) == 4
+    params = {"seed": 7, "num_hiddens": 48, "nested": [{"value_seed": 99, "batch_size": 1}], "lr": 2.0}
+    assert secret_params(params, None) == params  # no secret: the published inputs
+    drawn = secret_params(params, same)
+    assert drawn == secret_params(params, same) and drawn != secret_params(params, others[0])
+    assert drawn["nested"][0]["batch_size"] == 1 and drawn["lr"] == 2.0 and drawn["num_hiddens"] > 48

@@ -25,6 +25,7 @@ from grader.judge.runners import Runner
 from grader.judge.verdicts import decode, verdict_for
 from grader.protocol import DEFAULT_LIMITS, Request, Status
 from grader.registry import file_name
+from grader.secret import submission_secret
 from grader.results import ERROR, INTEGRITY, NOT_IMPLEMENTED, CheckResult, ExerciseResult, GradingReport, Verdict
 
 #: requests queued at the runner at once: the next is staged while one runs
@@ -69,9 +70,12 @@ def warm_up(the_plan: Plan) -> None:
 def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Optional[Plan] = None) -> GradingReport:
     started = time.monotonic()
     folder = folder.resolve()
+    files, problems = read_submission(folder)
+    if config.secret:  # this submission's own inputs: what one submission printed is not the next one's
+        config = replace(config, secret=submission_secret(config.secret, files))
+        the_plan = plan(pm, config)
     the_plan = the_plan or plan(pm, config)
     warm_up(the_plan)
-    files, problems = read_submission(folder)
     submission = load(files, runner, config)
     problems += submission.problems
     where = submission.where
