@@ -30,6 +30,9 @@ from grader.results import ERROR, INTEGRITY, NOT_IMPLEMENTED, CheckResult, Exerc
 
 #: requests queued at the runner at once: the next is staged while one runs
 WINDOW = 2
+#: said when a course's secret seed drew the inputs, so a student knows why they differ from a local run
+SECRET_NOTICE = ("inputs drawn from the course's secret seed: sizes and values differ from the published ones "
+                 "that `grade` uses on your machine, so the figures differ too; the checks are the same")
 #: one warm-up at a time: reference computations seed torch's global generator
 _WARM_UP = threading.Lock()
 
@@ -71,9 +74,11 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
     started = time.monotonic()
     folder = folder.resolve()
     files, problems = read_submission(folder)
+    notices: list[str] = []
     if config.secret:  # this submission's own inputs: what one submission printed is not the next one's
         config = replace(config, secret=submission_secret(config.secret, files))
         the_plan = plan(pm, config)
+        notices.append(SECRET_NOTICE)
     the_plan = the_plan or plan(pm, config)
     warm_up(the_plan)
     submission = load(files, runner, config)
@@ -123,7 +128,7 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
         if checks:
             exercises.append(ExerciseResult(ex.name, ex.title, sum(c.points for c in checks),
                                             sum(c.max_points for c in checks), checks, figures=_exercise_figures(checks)))
-    notices = list(runner.notices)
+    notices = list(runner.notices) + notices
     notices += [f"integrity: {exercise} scored 0 because " + "; ".join(found[:5]) for exercise, found in flagged.items()]
     return GradingReport(
         submission=str(folder), points=round(sum(e.points for e in exercises), 6),
