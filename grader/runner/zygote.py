@@ -127,14 +127,38 @@ def _read_exact(fd: int, size: int) -> bytes:
     return bytes(data)
 
 
+#: Linux moves bytes between pipes and files inside the kernel; elsewhere (macOS, where there is no
+#: sandbox and no grade counts) they pass through this process's memory instead
+KERNEL_RELAY = sys.platform.startswith("linux") and all(hasattr(os, f) for f in ("splice", "memfd_create", "sendfile"))
+
+
+def _move(source: int, target: int, count: int) -> int:
+    """Up to ``count`` bytes from pipe ``source`` to ``target``; 0 at the end of the pipe."""
+    if KERNEL_RELAY:
+        return os.splice(source, target, count)
+    data = os.read(source, min(count, 1 << 16))
+    view = memoryview(data)
+    while view:
+        view = view[os.write(target, view):]
+    return len(data)
+
+
+def _memory_file(name: str) -> int:
+    if KERNEL_RELAY:
+        return os.memfd_create(name)
+    handle, path = tempfile.mkstemp(prefix=f"{name}-")
+    os.unlink(path)
+    return handle
+
+
 def _pass_on(source: int, target: int, size: int, spill: int) -> None:
-    """Move ``size`` bytes from pipe ``source`` to ``target`` inside the kernel (``spill`` if it closed).
+    """Move ``size`` bytes from pipe ``source`` to ``target``, inside the kernel on Linux (``spill`` if it closed).
 
     The bytes never enter this process's memory, so no later child forked from it can find them there.
     """
     while size > 0:
         try:
-            moved = os.splice(source, target, size)
+            moved = _move(source, target, size)
         except BrokenPipeError:  # the child is gone: drain the rest so the next frame stays aligned
             target = spill
             continue
@@ -144,8 +168,13 @@ def _pass_on(source: int, target: int, size: int, spill: int) -> None:
 
 
 def _send_file(fd: int, offset: int, count: int) -> None:
+    """Write ``count`` bytes of file ``fd`` from ``offset`` to stdout."""
     while count > 0:
-        sent = os.sendfile(1, fd, offset, count)
+        if KERNEL_RELAY:
+            sent = os.sendfile(1, fd, offset, count)
+        else:
+            chunk = os.pread(fd, min(count, 1 << 16), offset)
+            sent = os.write(1, chunk) if chunk else 0
         if sent == 0:
             raise EOFError
         offset, count = offset + sent, count - sent
@@ -235,8 +264,8 @@ class Zygote:
         if not self.meta_warm and request.timeout >= 20:
             self.warm_meta()  # while a long run goes on in the child, on the other core
         # What the child writes goes into memory files, not this process's memory.
-        result_file = os.memfd_create("result")
-        output_file = os.memfd_create("output")
+        result_file = _memory_file("result")
+        output_file = _memory_file("output")
         try:
             return self._collect(request, pid, started, result_r, output_r, result_file, output_file)
         finally:
@@ -260,11 +289,11 @@ class Zygote:
             for fd in ready:
                 if fd == output_r:
                     room = OUTPUT_KEPT - kept
-                    moved = os.splice(fd, output_file if room > 0 else self.spill, room if room > 0 else 1 << 16)
+                    moved = _move(fd, output_file if room > 0 else self.spill, room if room > 0 else 1 << 16)
                     printed += moved
                     kept += moved if room > 0 else 0
                 else:
-                    moved = os.splice(fd, result_file, 1 << 20)
+                    moved = _move(fd, result_file, 1 << 20)
                     received += moved
                 if not moved:
                     fds.discard(fd)
