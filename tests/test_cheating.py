@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REFERENCE, REPO, assert_reports_written
+from conftest import EXERCISE_OF_FILE, REFERENCE, REPO, assert_reports_written
 from grader import registry
 from grader.config import RunConfig
 from grader.plugins import get_plugin_manager
@@ -373,7 +373,6 @@ HARMLESS = """
 import random
 import numpy as np
 import torch
-torch.autograd.set_detect_anomaly(True)
 torch.set_num_threads(2)
 torch.set_printoptions(precision=2, sci_mode=True)
 torch.manual_seed(1234)
@@ -386,6 +385,12 @@ random.seed(1234)
 def test_honest_code_that_changes_harmless_settings_keeps_full_marks(graded, submission):
     files = {name: HARMLESS + "\n" + (REFERENCE / name).read_text()
              for name in ("rnn_scratch.py", "train_epoch.py", "predict.py")}
+    # anomaly detection makes autograd record a traceback per operation (reading source files to do
+    # so): on in the hook it concerns, not at import, where it would slow every training run tenfold
+    files["rnn_scratch.py"] = files["rnn_scratch.py"].replace(
+        "    W_xh, W_hh, b_h, W_hq, b_q = params\n",
+        "    W_xh, W_hh, b_h, W_hq, b_q = params\n    torch.autograd.set_detect_anomaly(True)\n")
+    assert "set_detect_anomaly" in files["rnn_scratch.py"]
     report = graded(submission(files), SECRET)
     assert report.points == 100, [(c.check_id, c.message) for c in report.all_checks() if c.points < c.max_points]
 
@@ -450,3 +455,32 @@ def test_a_submission_always_gets_the_same_secret_inputs_and_another_gets_others
     drawn = secret_params(params, same)
     assert drawn == secret_params(params, same) and drawn != secret_params(params, others[0])
     assert drawn["nested"][0]["batch_size"] == 1 and drawn["lr"] == 2.0 and drawn["num_hiddens"] > 48
+
+
+#: the usual routes to the reference, each in the exercise file it would serve
+ROUTES = {
+    "grad_clipping.py": "from grader import hookimpl\nfrom grader.plugins import reference_hooks\n\n"
+                        "@hookimpl\ndef grad_clipping(net, theta):\n    return reference_hooks()['grad_clipping'](net, theta)\n",
+    "predict.py": "import importlib\nfrom grader import hookimpl\n\n@hookimpl\ndef predict(prefix, num_preds, net, vocab, device):\n"
+                  "    return importlib.import_module('grader.reference.predict').predict(prefix, num_preds, net, vocab, device)\n",
+    "gradient_flow.py": "import importlib.util, pathlib\nfrom grader import hookimpl\n\n@hookimpl\ndef state_jacobian(h_next, W_hh):\n"
+                        "    origin = importlib.util.find_spec('grader.reference.gradient_flow').origin\n"
+                        "    namespace = {}\n    exec(pathlib.Path(origin).read_text().replace('@hookimpl', ''), namespace)\n"
+                        "    return namespace['state_jacobian'](h_next, W_hh)\n",
+}
+
+
+def test_without_the_sandbox_the_usual_routes_to_the_reference_are_seen(grading, submission):
+    from grader.judge import engine
+    from grader.judge.runners import Runner
+
+    pm = get_plugin_manager()
+    with Runner(sandbox="off") as open_runner:  # a student's machine without bubblewrap
+        report = engine.grade(submission(ROUTES), RunConfig(), pm, open_runner, engine.plan(pm, RunConfig()))
+    assert_reports_written(report)
+    exercises = {e.name: e for e in report.exercises}
+    for name in ROUTES:
+        exercise = EXERCISE_OF_FILE[name]
+        assert exercises[exercise].points == 0, (name, [c.message for c in exercises[exercise].checks])
+        assert any(f"{exercise} scored 0" in n for n in report.notices), report.notices
+    assert exercises["rnn_scratch"].points == exercises["rnn_scratch"].max_points  # the others keep theirs

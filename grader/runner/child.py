@@ -140,7 +140,10 @@ def run_probe(request: Request, folder: Path, snapshot: Snapshot, reference: dic
             return wire.dumps({"value": load_separately(folder, float(request.params["per_file"]), request.timeout)})
         per_file = note_changes if request.track_files else None
         loaded = load_submission(folder, reference, after_import=per_file, stand_ins=request.stand_ins)
-        torch.set_default_dtype(torch.float32)  # a file may change it at import; checks start from the default
+        # a file may change these at import; checks start from the defaults (more threads than one
+        # only slow a run down on a shared machine, and can hang a forked child)
+        torch.set_default_dtype(torch.float32)
+        torch.set_num_threads(1)
         if request.probe is None:
             result: Any = {"value": loaded_hooks(loaded)}
         else:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import sysconfig
 import types
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -29,7 +28,6 @@ WATCHED_PREFIXES = ("grader",)
 REFERENCE_PACKAGES = ANSWER_PACKAGES
 #: modules that read source files to describe a stack (tracebacks, anomaly detection, warnings)
 TRACEBACK_MACHINERY = {"linecache", "traceback", "tokenize", "inspect", "warnings"}
-_STDLIB = os.path.realpath(sysconfig.get_paths()["stdlib"]) + "/"
 #: the reference code a run holds is built under this name (see grader.runner.child.build_parts)
 PARTS_PREFIX = "grader.reference_parts"
 #: names torch rebinds itself (torch.set_default_dtype swaps the legacy Storage alias)
@@ -164,14 +162,15 @@ class ReferenceGuard:
             self.active = True
 
     def _actor(self, frame: Any) -> Optional[str]:
-        """The submission file whose code did the act, or None when it was the grader, torch or Python's tracebacks."""
+        """The submission file whose code did the act, through whatever it called (the grader's
+        ``reference_hooks()``, importlib, pathlib), or None when Python's tracebacks did it (they
+        read source files to describe a stack, as anomaly detection makes them do) or no student
+        code is on the stack."""
         while frame is not None:
             filename = frame.f_code.co_filename
             if filename.startswith(self.submission_dir):
                 return Path(filename).name
             if frame.f_globals.get("__name__") in TRACEBACK_MACHINERY:
                 return None
-            if not (filename.startswith("<frozen") or filename.startswith(_STDLIB)):
-                return None  # the grader's code, torch, an installed package
             frame = frame.f_back
         return None
