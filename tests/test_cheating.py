@@ -373,6 +373,7 @@ HARMLESS = """
 import random
 import numpy as np
 import torch
+torch.autograd.set_detect_anomaly(True)
 torch.set_num_threads(2)
 torch.set_printoptions(precision=2, sci_mode=True)
 torch.manual_seed(1234)
@@ -385,8 +386,8 @@ random.seed(1234)
 def test_honest_code_that_changes_harmless_settings_keeps_full_marks(graded, submission):
     files = {name: HARMLESS + "\n" + (REFERENCE / name).read_text()
              for name in ("rnn_scratch.py", "train_epoch.py", "predict.py")}
-    # anomaly detection makes autograd record a traceback per operation (reading source files to do
-    # so): on in the hook it concerns, not at import, where it would slow every training run tenfold
+    # anomaly detection makes autograd record a traceback per operation, reading source files to do so;
+    # at import it is reset for the checks, so it is also turned on where a check sees it: in a hook
     files["rnn_scratch.py"] = files["rnn_scratch.py"].replace(
         "    W_xh, W_hh, b_h, W_hq, b_q = params\n",
         "    W_xh, W_hh, b_h, W_hq, b_q = params\n    torch.autograd.set_detect_anomaly(True)\n")

@@ -141,9 +141,11 @@ def run_probe(request: Request, folder: Path, snapshot: Snapshot, reference: dic
         per_file = note_changes if request.track_files else None
         loaded = load_submission(folder, reference, after_import=per_file, stand_ins=request.stand_ins)
         # a file may change these at import; checks start from the defaults (more threads than one
-        # only slow a run down on a shared machine, and can hang a forked child)
+        # only slow a run down on a shared machine, and can hang a forked child; anomaly detection
+        # makes every training check several times slower)
         torch.set_default_dtype(torch.float32)
         torch.set_num_threads(1)
+        torch.autograd.set_detect_anomaly(False)
         if request.probe is None:
             result: Any = {"value": loaded_hooks(loaded)}
         else:
