@@ -132,8 +132,9 @@ def run(folder: Path, config: RunConfig, fail_under: Optional[float] = None) -> 
         runner = Runner(sandbox="require" if config.isolation == "require" else "auto")
         runner.launch()  # imports torch while the judge prepares the reference
         pm = get_plugin_manager(reporters=True)
-        the_plan = engine.plan(pm, config)
-        if not config.secret:  # with a secret, the inputs depend on the submission: planned when it is read
+        the_plan = None  # with a secret the inputs depend on the submission: engine.grade plans once it is read
+        if not config.secret:
+            the_plan = engine.plan(pm, config)
             engine.warm_up(the_plan)  # the reference's side of every check, while the runner starts
         report = engine.grade(folder, config, pm, runner, the_plan)
     except RunnerError as exc:

@@ -17,6 +17,8 @@ import struct
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping, Optional
 
+from grader.wire import valid_text
+
 MiB = 1 << 20
 
 
@@ -191,7 +193,7 @@ class Reply:
         except ProtocolError as exc:
             raise ProtocolError(f"malformed reply: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - whatever the line held (deep nesting, odd types), the reply is malformed
-            raise ProtocolError(f"malformed reply: {type(exc).__name__}: {_valid_text(str(exc))[:200]}") from None
+            raise ProtocolError(f"malformed reply: {type(exc).__name__}: {valid_text(str(exc))[:200]}") from None
 
 
 #: the runner's first line: it has imported torch and is ready for requests
@@ -218,12 +220,3 @@ def _finite(value: Any) -> float:
     if not math.isfinite(number):
         raise ValueError("not a finite number")
     return number
-
-
-def _valid_text(text: str) -> str:
-    # lone surrogates (from \ud800 escapes) cannot be written as UTF-8 into a report
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text

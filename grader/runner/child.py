@@ -70,7 +70,7 @@ def run_child(request: Request, folder: Path, snapshot: Snapshot, result_fd: int
     sys.stdin = open(os.devnull)
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
-    private_tmp = folder.parent / (folder.name + "-tmp")
+    private_tmp = private_tmp_of(folder)
     private_tmp.mkdir(mode=0o700, exist_ok=True)
     os.environ["TMPDIR"] = tempfile.tempdir = str(private_tmp)
     set_limits(request.limits)
@@ -79,6 +79,11 @@ def run_child(request: Request, folder: Path, snapshot: Snapshot, result_fd: int
     out.write(HEADER.pack(len(payload)) + payload)
     out.flush()
     os._exit(0)
+
+
+def private_tmp_of(folder: Path) -> Path:
+    """The child's own TMPDIR, beside its staged files (the zygote removes both after the run)."""
+    return folder.parent / (folder.name + "-tmp")
 
 
 def read_reference(fd: int) -> dict[str, Callable]:

@@ -23,9 +23,6 @@ from grader.registry import ANSWER_PACKAGES, answer_dirs
 WATCHED_MODULES = ("builtins", "math", "os", "json", "base64", "struct", "numpy", "torch", "torch.nn.functional",
                    "torch.nn.modules.module", "torch.optim.optimizer", "torch.optim.sgd", "torch.autograd")
 WATCHED_PREFIXES = ("grader",)
-#: hidden from the child by :class:`ReferenceGuard`; their functions are watched through ``Snapshot.functions``.
-#: A checkout's top-level ``reference`` folder is importable too where the grader runs from a checkout.
-REFERENCE_PACKAGES = ANSWER_PACKAGES
 #: modules that read source files to describe a stack (tracebacks, anomaly detection, warnings)
 TRACEBACK_MACHINERY = {"linecache", "traceback", "tokenize", "inspect", "warnings"}
 #: the reference code a run holds is built under this name (see grader.runner.child.build_parts)
@@ -49,7 +46,7 @@ def _watched() -> Iterable[tuple[str, Any]]:
 
 
 def _is_reference(name: str) -> bool:
-    return any(name == package or name.startswith(package + ".") for package in REFERENCE_PACKAGES)
+    return any(name == package or name.startswith(package + ".") for package in ANSWER_PACKAGES)
 
 
 def _fingerprint(obj: Any) -> tuple:

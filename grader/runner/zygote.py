@@ -32,7 +32,7 @@ import torch
 
 from grader import registry
 from grader.protocol import FRAME, OUTPUT_KEPT, OUTPUT_LIMIT, READY, RESULT_LIMIT, Reply, Request, Status
-from grader.runner.child import HEADER, run_child
+from grader.runner.child import HEADER, private_tmp_of, run_child
 from grader.runner.integrity import Snapshot
 
 _PR_SET_DUMPABLE, _PR_SET_CHILD_SUBREAPER = 4, 36
@@ -237,7 +237,7 @@ class Zygote:
             return self._supervise(request, reference_size, folder)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-            shutil.rmtree(f"{folder}-tmp", ignore_errors=True)  # the child's private TMPDIR
+            shutil.rmtree(private_tmp_of(folder), ignore_errors=True)
             if self.sweep:
                 for writable in WRITABLE:
                     _clear_folder(writable, self.mounts)
