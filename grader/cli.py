@@ -8,10 +8,11 @@ import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import grader
 from grader.config import RunConfig
+from grader.report.dispatch import warn as _warn, write_reports
 from grader.secret import SECRET_ENV
 
 #: exit codes
@@ -19,6 +20,7 @@ OK = 0
 BELOW_THRESHOLD = 1  # grading completed, score under --fail-under
 USAGE_ERROR = 2
 GRADER_FAILURE = 3  # the grader itself could not run (not the submission's fault)
+INTERRUPTED = 130  # --batch stopped by Ctrl-C; running it again continues where it stopped
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 
@@ -39,6 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demo", action="store_true", help="grade a sample submission with two typical mistakes")
     parser.add_argument("--init", metavar="DIR", type=Path, help="copy the exercise skeletons into DIR and stop")
     parser.add_argument("--out", metavar="DIR", type=Path, help="write report.html and results.json (Gradescope) here")
+    batch = parser.add_argument_group("grading a class (instructors)")
+    batch.add_argument("--batch", metavar="SUBMISSIONS", type=Path,
+                       help="grade every student in this folder (a folder, .zip, .tar.gz or .py per student; "
+                            "Gradescope exports and flat LMS downloads are recognised) into --out")
+    batch.add_argument("--jobs", metavar="N", type=int, help="students graded at once (default: one per core)")
+    batch.add_argument("--force", action="store_true", help="grade every student again, even if unchanged")
+    batch.add_argument("--only", metavar="STUDENT", action="append", default=[],
+                       help="grade only this student (again); repeat for more")
     parser.add_argument("--corpus", metavar="PATH", type=Path,
                         help="train on this text file (book preprocessing) instead of the generated corpus")
     parser.add_argument("--fail-under", metavar="N", type=float, help="exit 1 when the score is below N (out of 100)")
@@ -85,6 +95,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.init is not None:
         return _init(args.init)
+    if args.batch is None and (args.jobs is not None or args.force or args.only):
+        return _usage(parser, "--jobs, --force and --only apply to --batch SUBMISSIONS/ --out RESULTS/")
+    if args.batch is not None:
+        problem = _batch_problem(args)
+        if problem:
+            return _usage(parser, problem)
+        config = _config(parser, args)
+        return config if isinstance(config, int) else run_batch(args, config)
     if args.demo == (args.submission is not None):
         return _usage(parser, "give a submission folder (e.g. `grade exercises/`) or --demo, not both")
     folder = DEMO_DIR if args.demo else args.submission
@@ -96,6 +114,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _usage(parser, f"{folder} has no .py files; run `grade --init {folder}` to start from the skeletons")
     if args.fail_under is not None and not 0 <= args.fail_under <= 100:
         return _usage(parser, "--fail-under takes a score from 0 to 100")
+    config = _config(parser, args)
+    return config if isinstance(config, int) else run(folder, config, args.fail_under)
+
+
+def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> "RunConfig | int":
+    """The run's settings from the options they share, or the usage error's exit code."""
     if args.timeout is not None and args.timeout <= 0:
         return _usage(parser, "--timeout must be positive")
     if args.corpus is not None:
@@ -114,37 +138,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = RunConfig(corpus_path=args.corpus, out_dir=args.out, hidden=args.hidden, check_timeout=args.timeout,
                        verbose=args.verbose, color=color, secret=secret,
                        isolation="allow-open" if args.allow_unisolated else "require" if args.authoritative else "auto")
-    return run(folder, config, args.fail_under)
+    return config
+
+
+def _batch_problem(args: argparse.Namespace) -> Optional[str]:
+    """What is wrong with a --batch command line, if anything."""
+    if args.submission is not None or args.demo:
+        return "--batch grades a folder of submissions; give it alone (`grade --batch SUBMISSIONS/ --out RESULTS/`)"
+    if args.out is None:
+        return "--batch needs --out RESULTS/: the folder for every student's report, gradebook.csv and summary.html"
+    if not args.batch.is_dir():
+        return f"{args.batch} is not a folder; give the folder that holds one entry per student"
+    if args.fail_under is not None:
+        return "--fail-under applies to a single grading; the gradebook has every student's score"
+    if args.jobs is not None and args.jobs < 1:
+        return "--jobs takes a number of students graded at once, 1 or more"
+    submissions, out = args.batch.resolve(), args.out.resolve()
+    if out == submissions or submissions in out.parents:
+        return f"--out {args.out} is inside {args.batch}; put the results elsewhere, or they would be graded as students"
+    return None
 
 
 def run(folder: Path, config: RunConfig, fail_under: Optional[float] = None) -> int:
-    import torch
-
-    from grader.judge import engine
     from grader.judge.runners import Runner, RunnerError
-    from grader.plugins import get_plugin_manager
 
-    torch.set_num_threads(1)  # the judge's reference runs must match the runner's
-    if torch.cuda.is_available():
-        config = replace(config, extra_devices=("cuda",))
     runner = None
     try:
         runner = Runner(sandbox="require" if config.isolation == "require" else "auto")
-        runner.launch()  # imports torch while the judge prepares the reference
-        pm = get_plugin_manager(reporters=True)
+        runner.launch()  # it imports torch while this process does the same and prepares the reference
+        config, pm = _judge_setup(config)
+        from grader.judge import engine
+
         the_plan = None  # with a secret the inputs depend on the submission: engine.grade plans once it is read
         if not config.secret:
             the_plan = engine.plan(pm, config)
             engine.warm_up(the_plan)  # the reference's side of every check, while the runner starts
         report = engine.grade(folder, config, pm, runner, the_plan)
     except RunnerError as exc:
-        if config.isolation == "require":
-            print(f"grade: --authoritative: this grade counts, so student code only runs isolated, and here it "
-                  f"cannot be: {exc}. Install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap) or allow user "
-                  "namespaces; or pass --allow-unisolated to grade anyway (the report then says so)", file=sys.stderr)
-        else:
-            print(f"grade: the grader could not run: {exc}", file=sys.stderr)
-        return GRADER_FAILURE
+        return _runner_failed(exc, config)
     finally:
         if runner is not None:
             runner.stop()
@@ -164,59 +195,62 @@ def run(folder: Path, config: RunConfig, fail_under: Optional[float] = None) -> 
     return OK
 
 
+def _judge_setup(config: RunConfig) -> tuple[RunConfig, Any]:
+    """Torch as the runner has it, the devices there are, and the plugin manager with the reporters."""
+    import torch
+
+    from grader.plugins import get_plugin_manager
+
+    torch.set_num_threads(1)  # the judge's reference runs must match the runner's
+    if torch.cuda.is_available():
+        config = replace(config, extra_devices=("cuda",))
+    return config, get_plugin_manager(reporters=True)
+
+
+def run_batch(args: argparse.Namespace, config: RunConfig) -> int:
+    """``grade --batch SUBMISSIONS/ --out RESULTS/``: every student, then the class files."""
+    from grader.judge.batch import BatchOptions, BatchUsageError, default_jobs, run_batch as grade_class
+    from grader.judge.runners import RunnerError
+
+    config, pm = _judge_setup(config)
+    pm.unregister(name="grader.report.terminal")  # one line per student instead of a summary each
+    options = BatchOptions(submissions=args.batch, out=args.out, config=config, jobs=args.jobs or default_jobs(),
+                           force=args.force, only=tuple(args.only),
+                           sandbox="require" if config.isolation == "require" else "auto")
+    try:
+        outcome = grade_class(options, pm)
+    except BatchUsageError as exc:
+        print(f"grade: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    except RunnerError as exc:
+        return _runner_failed(exc, config)
+    except OSError as exc:
+        _warn(f"grade: cannot write to {args.out}: {exc}; give --out a folder you can write to")
+        return USAGE_ERROR
+    for notice in dict.fromkeys(outcome.notices):
+        print(f"note: {notice}")
+    print(f"{outcome.graded} graded, {outcome.skipped} unchanged and skipped"
+          + (f", {outcome.failed_to_grade} not graded because of the grader (run again)" if outcome.failed_to_grade else "")
+          + f" in {outcome.seconds:.0f} s; see {args.out / 'gradebook.csv'} and {args.out / 'summary.html'}")
+    if outcome.interrupted:
+        print("interrupted: students in progress were not recorded; run the same command again to continue",
+              file=sys.stderr)
+        return INTERRUPTED
+    return GRADER_FAILURE if outcome.failed_to_grade else OK
+
+
+def _runner_failed(exc: Exception, config: RunConfig) -> int:
+    if config.isolation == "require":
+        print(f"grade: --authoritative: this grade counts, so student code only runs isolated, and here it "
+              f"cannot be: {exc}. Install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap) or allow user "
+              "namespaces; or pass --allow-unisolated to grade anyway (the report then says so)", file=sys.stderr)
+    else:
+        print(f"grade: the grader could not run: {exc}", file=sys.stderr)
+    return GRADER_FAILURE
+
+
 #: said in the report of an --authoritative grade that ran without the sandbox (--allow-unisolated)
 UNISOLATED = ("not isolated: this grade was computed without the sandbox (--allow-unisolated), so the submission "
               "could have read the reference solutions; do not rely on it")
-#: what each built-in reporter makes, named when it fails
-_REPORTER_OUTPUT = {
-    "grader.report.terminal": "the terminal summary",
-    "grader.report.html": "the html report",
-    "grader.report.gradescope": "results.json (Gradescope)",
-}
-
-
-def write_reports(pm, report, config: RunConfig) -> bool:
-    """Call each reporter on its own, so one that fails is named on stderr and the others still run.
-
-    True when every reporter succeeded.
-    """
-    caller = pm.hook.grader_report
-    impls = caller.get_hookimpls()
-    if any(impl.hookwrapper or impl.wrapper for impl in impls):  # a wrapper needs pluggy's own call
-        return _guarded("the reports", caller, report=report, config=config)
-    given = dict(report=report, config=config)
-    ok = True
-    for impl in reversed(impls):  # pluggy's order: the last registered first, trylast ones at the end
-        args = [given[name] for name in impl.argnames]
-        kwargs = {name: given[name] for name in impl.kwargnames if name in given}
-        what = _REPORTER_OUTPUT.get(impl.plugin_name, f"the report of plugin {impl.plugin_name}")
-        ok = _guarded(what, impl.function, *args, **kwargs) and ok
-    return ok
-
-
-def _guarded(what: str, function, *args, **kwargs) -> bool:
-    """Call one reporter; a failure becomes a line on stderr naming ``what`` was not written."""
-    try:
-        function(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - a failing reporter must not cost the other reports
-        from grader.report.formatting import one_line
-
-        advice = ("check that the output folder is writable and has free space" if isinstance(exc, OSError)
-                  else "this is a bug in the grader or a plugin; please report it")
-        _warn(f"grade: {what} could not be written: {one_line(f'{type(exc).__name__}: {exc}', 300)}; {advice}")
-        return False
-    return True
-
-
-def _warn(text: str) -> None:
-    """One line on stderr, with what its encoding cannot show escaped."""
-    stream = sys.stderr
-    encoding = getattr(stream, "encoding", None) or "utf-8"
-    try:
-        print(text.encode(encoding, "backslashreplace").decode(encoding), file=stream, flush=True)
-    except (OSError, ValueError, LookupError):  # no usable stderr: nothing more to do
-        pass
-
-
 def entry_point() -> None:
     sys.exit(main())

@@ -92,6 +92,10 @@ class GradingReport:
     seconds: float = 0.0
     corpus: dict[str, Any] = field(default_factory=dict)
     grader_version: str = ""
+    #: hooks that ran out of time (or took the runner down) in some check
+    timed_out: tuple[str, ...] = ()
+    #: CPU seconds of the processes that ran the submission's code (every check's child)
+    cpu_seconds: float = 0.0
 
     @property
     def percent(self) -> float:

@@ -99,7 +99,9 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
 
     results: dict[str, CheckResult] = {}
     events: list[tuple[Check, dict]] = []
+    cpu = 0.0
     for checks, reply in runner.run(requests(), window=WINDOW):
+        cpu += reply.cpu_seconds or 0.0
         decoded = decode(reply)  # once per run, however many checks read it
         for check in checks:
             results[check.id] = _record(check, verdict_for(check, decoded), output=reply.output, seconds=reply.seconds)
@@ -135,7 +137,7 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
         max_points=round(sum(e.max_points for e in exercises), 6), exercises=tuple(exercises),
         problems=tuple(problems), implemented=dict(where), notices=tuple(notices),
         seconds=round(time.monotonic() - started, 3), corpus=corpus_facts(corpus_spec(config)),
-        grader_version=grader.__version__,
+        grader_version=grader.__version__, timed_out=tuple(sorted(out_of_time)), cpu_seconds=round(cpu, 3),
     )
 
 
