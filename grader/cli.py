@@ -229,7 +229,9 @@ def run_batch(args: argparse.Namespace, config: RunConfig) -> int:
         return USAGE_ERROR
     for notice in dict.fromkeys(outcome.notices):
         print(f"note: {notice}")
-    print(f"{outcome.graded} graded, {outcome.skipped} unchanged and skipped"
+    print(f"{outcome.graded} graded, "
+          + (f"{outcome.not_gradable} with nothing to grade (see their status), " if outcome.not_gradable else "")
+          + f"{outcome.skipped} unchanged and skipped"
           + (f", {outcome.failed_to_grade} not graded because of the grader (run again)" if outcome.failed_to_grade else "")
           + f" in {outcome.seconds:.0f} s; see {args.out / 'gradebook.csv'} and {args.out / 'summary.html'}")
     if outcome.interrupted:

@@ -51,6 +51,7 @@ class BatchOptions:
 @dataclass
 class BatchOutcome:
     graded: int = 0
+    not_gradable: int = 0  # nothing to grade: empty, unreadable archive, duplicate id ... (their status says)
     skipped: int = 0
     failed_to_grade: int = 0  # the grader's fault (a runner that would not start, a bug): graded again next run
     interrupted: bool = False
@@ -119,7 +120,7 @@ class Batch:
         try:
             if entry.problem is not None:
                 status, message = entry.problem
-                return records.not_graded(entry, fingerprint, self.config_key, status, message)
+                return records.not_graded(entry, fingerprint, self.config_key, status, message, notes=entry.notes)
             staged = intake.stage(entry, folder)
             if staged.folder is None:
                 return records.not_graded(entry, fingerprint, self.config_key, staged.status or records.EMPTY,
@@ -148,6 +149,8 @@ class Batch:
             self.run_status.pop(record["student"], None)
             if record["status"] in records.GRADER_FAULTS:
                 self.outcome.failed_to_grade += 1
+            elif record["score"] is None:
+                self.outcome.not_gradable += 1
             else:
                 self.outcome.graded += 1
             self.write_class_files(final=False)
@@ -172,6 +175,8 @@ def run_batch(options: BatchOptions, pm: Any, say: Callable[[str], None] = print
     """
     started = time.monotonic()
     found = intake.discover(options.submissions)
+    if found.problem:
+        raise BatchUsageError(found.problem)
     say(f"{options.submissions}: {found.description}")
     if found.ignored:
         shown = ", ".join(found.ignored[:5]) + (f" and {len(found.ignored) - 5} more" if len(found.ignored) > 5 else "")
