@@ -26,14 +26,8 @@ from grader.report.gradebook import (
     write_canvas_csv,
     write_gradebook,
 )
-from grader.report.summary import (
-    SUMMARY_NAME,
-    build_summary,
-    normalise_message,
-    render_summary,
-    report_link,
-    write_summary,
-)
+from grader.report.summary import build_summary, normalise_message, report_link
+from grader.report.summary_html import SUMMARY_NAME, render_summary, write_summary
 
 NAMES = [e.name for e in EXERCISES]
 SCRATCH, CLIPPING = NAMES[0], NAMES[1]

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from grader.judge import intake
-from grader.judge.intake import Entry, discover, fingerprint, stage
+from grader.judge import intake, staging
+from grader.judge.intake import Entry, discover
+from grader.judge.staging import fingerprint, stage
 
 SOLUTION = "from grader import hookimpl\n\n\n@hookimpl\ndef grad_clipping(net, theta):\n    pass\n"
 
@@ -51,12 +52,12 @@ def by_id(found: intake.Intake) -> dict[str, Entry]:
     return {e.student: e for e in found.entries}
 
 
-def staged_files(staged: intake.Staged) -> dict[str, str]:
+def staged_files(staged: staging.Staged) -> dict[str, str]:
     assert staged.folder is not None, staged
     return {p.name: p.read_text() for p in sorted(staged.folder.iterdir())}
 
 
-def stage_one(tmp_path: Path, entry: Entry) -> intake.Staged:
+def stage_one(tmp_path: Path, entry: Entry) -> staging.Staged:
     return stage(entry, tmp_path / "staged" / entry.student)
 
 
@@ -409,7 +410,7 @@ def test_an_unsafe_member_refuses_the_whole_archive_naming_it(tmp_path, kind, me
     root = tmp_path / "subs" / "deeper"
     path = make_zip(root / "alice.zip", members) if kind == "zip" else make_tar(root / "alice.tar.gz", members)
     staged = stage_one(tmp_path, discover(root).entries[0])
-    assert (staged.status, staged.folder) == (intake.UNSAFE_ARCHIVE, None)
+    assert (staged.status, staged.folder) == (staging.UNSAFE_ARCHIVE, None)
     assert f"'{offender}'" in staged.message and path.name in staged.message
     assert not any((tmp_path / "staged" / "alice").iterdir())
     assert not (root.parent / "x.py").exists() and not Path("/abs.py").exists()
@@ -465,12 +466,12 @@ def test_garbage_after_any_magic_number_is_a_status_not_an_exception(tmp_path, m
 
 
 def test_a_compression_bomb_is_too_large(tmp_path):
-    zeros = b"\0" * (2 * intake.RATIO_FLOOR)
+    zeros = b"\0" * (2 * staging.RATIO_FLOOR)
     make_zip(tmp_path / "subs" / "zipbomb.zip", {"ok.py": "x", "data.py": zeros})
     make_tar(tmp_path / "subs" / "tarbomb.tar.gz", {"ok.py": "x", "data.py": zeros})
     for entry in discover(tmp_path / "subs").entries:
         staged = stage_one(tmp_path, entry)
-        assert (staged.status, staged.folder) == (intake.TOO_LARGE, None), entry.source
+        assert (staged.status, staged.folder) == (staging.TOO_LARGE, None), entry.source
         assert "compression bomb" in staged.message and "submit only your .py files" in staged.message
 
 
@@ -483,15 +484,15 @@ def test_archive_limits_are_too_large(tmp_path, monkeypatch, limit, value, says)
     members = {f"f{i}.py": os.urandom(400).hex() for i in range(8)}
     make_zip(tmp_path / "subs" / "alice.zip", members)
     make_tar(tmp_path / "subs" / "bob.tar.gz", members)
-    monkeypatch.setattr(intake, limit, value)
+    monkeypatch.setattr(staging, limit, value)
     for entry in discover(tmp_path / "subs").entries:
         staged = stage_one(tmp_path, entry)
-        assert (staged.status, staged.folder) == (intake.TOO_LARGE, None), entry.source
+        assert (staged.status, staged.folder) == (staging.TOO_LARGE, None), entry.source
         assert says in staged.message
 
 
 def test_files_over_the_size_limit_are_left_out_with_a_note(tmp_path, monkeypatch):
-    monkeypatch.setattr(intake, "FILE_LIMIT", 100)
+    monkeypatch.setattr(staging, "FILE_LIMIT", 100)
     root = tmp_path / "subs"
     write(root / "alice" / "rnn_scratch.py", "small")
     write(root / "alice" / "huge.py", "#" * 500)
@@ -502,15 +503,15 @@ def test_files_over_the_size_limit_are_left_out_with_a_note(tmp_path, monkeypatc
     assert staged_files(alice) == {"rnn_scratch.py": "small"} and any("huge.py is 500 bytes" in n for n in alice.notes)
     for student in ("bob", "carol"):
         staged = stage_one(tmp_path, found[student])
-        assert (staged.status, staged.folder) == (intake.TOO_LARGE, None) and "500 bytes" in staged.message
+        assert (staged.status, staged.folder) == (staging.TOO_LARGE, None) and "500 bytes" in staged.message
 
 
 def test_a_folder_with_too_many_files_is_too_large(tmp_path, monkeypatch):
-    monkeypatch.setattr(intake, "MAX_MEMBERS", 5)
+    monkeypatch.setattr(staging, "MAX_MEMBERS", 5)
     for number in range(8):
         write(tmp_path / "subs" / "alice" / "data" / f"{number}.csv", "1")
     staged = stage_one(tmp_path, discover(tmp_path / "subs").entries[0])
-    assert staged.status == intake.TOO_LARGE and "virtual environment" in staged.message
+    assert staged.status == staging.TOO_LARGE and "virtual environment" in staged.message
 
 
 # ------------------------------------------------------------------------------------------- fingerprints
@@ -560,7 +561,7 @@ def test_a_flat_students_fingerprint_covers_only_their_files(tmp_path):
 
 
 def test_hidden_folders_and_caches_are_neither_staged_nor_let_to_hide_a_change(tmp_path, monkeypatch):
-    monkeypatch.setattr(intake, "MAX_MEMBERS", 20)
+    monkeypatch.setattr(staging, "MAX_MEMBERS", 20)
     root = tmp_path / "subs"
     solution = write(root / "alice" / "rnn_scratch.py", "v1")
     for number in range(30):  # sorted before the solution, and more than the walk looks at

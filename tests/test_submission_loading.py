@@ -102,3 +102,15 @@ def test_empty_hook_returning_none_fails_with_a_reason(grading, submission):
     assert state_checks and all(c.status != "passed" for c in state_checks)
     assert any("NoneType" in c.message or "None" in c.message for c in state_checks)
     assert set(lost(report)) == {"rnn_scratch"}
+
+
+def test_a_linked_file_is_not_followed(grading, submission, tmp_path):
+    # a student's helper.py that links to any file the grading user can read must not bring it in
+    secret = tmp_path / "instructor_notes.py"
+    secret.write_text("SECRET = 'solution-key-5521'\n")
+    folder = submission({"extra.py": "import helper\nprint(helper.SECRET)\n"})
+    (folder / "helper.py").symlink_to(secret)
+    report = grading(folder)
+    assert "symbolic link" in problems_of(report)["helper.py"]
+    assert "solution-key-5521" not in repr(report.to_dict())
+    assert report.points == 100

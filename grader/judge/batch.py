@@ -1,6 +1,6 @@
 """Grade a class: one student per entry of a folder, on a pool of warm runners, resumable.
 
-Each student is staged (:mod:`grader.judge.intake`), graded by :func:`engine.grade` on one of the
+Each student is found (:mod:`grader.judge.intake`), staged (:mod:`grader.judge.staging`), graded by :func:`engine.grade` on one of the
 pool's runners and written to ``RESULTS/<student>/``: the reports of a single ``grade``, then
 ``record.json`` (:mod:`grader.judge.records`), last and atomically, which marks the student done.
 The class files (``gradebook.csv``, ``gradebook-canvas.csv``, ``summary.html``) are rebuilt from the
@@ -11,6 +11,7 @@ whose submission and grading configuration are unchanged.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 import queue
 import shutil
@@ -20,10 +21,10 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from grader.config import RunConfig
-from grader.judge import engine, intake, records
+from grader.judge import engine, intake, records, staging
 from grader.judge.runners import Runner, RunnerError
 from grader.report.dispatch import warn, write_reports
 
@@ -95,13 +96,13 @@ class Batch:
         for student in self.options.only:
             if student not in known:
                 close = difflib.get_close_matches(student, sorted(known), n=3)
-                hint = f"; did you mean {', '.join(close)}?" if close else f"; the students are named as in {self.out}"
+                hint = (f"; did you mean {', '.join(close)}?" if close
+                        else "; students are named after their entries (the `student` column of gradebook.csv)")
                 raise BatchUsageError(f"--only {student}: no such student in {self.options.submissions}{hint}")
         work = []
-        for entry in self.found.entries:
+        for entry, fingerprint in _one_per_student(self.found.entries):
             if self.options.only and entry.student not in self.options.only:
                 continue
-            fingerprint = intake.fingerprint(entry)
             done = self.records.get(entry.student)
             if (not self.options.force and not self.options.only and done is not None
                     and records.unchanged(done, fingerprint, self.config_key, self.out / entry.student)):
@@ -121,7 +122,7 @@ class Batch:
             if entry.problem is not None:
                 status, message = entry.problem
                 return records.not_graded(entry, fingerprint, self.config_key, status, message, notes=entry.notes)
-            staged = intake.stage(entry, folder)
+            staged = staging.stage(entry, folder)
             if staged.folder is None:
                 return records.not_graded(entry, fingerprint, self.config_key, staged.status or records.EMPTY,
                                           staged.message, notes=staged.notes)
@@ -166,6 +167,24 @@ class Batch:
                 self.summary_written = now
         except OSError as exc:
             warn(f"grade: the class files in {self.out} could not be written: {exc}")
+
+
+def _one_per_student(entries: Iterable[intake.Entry]) -> list[tuple[intake.Entry, str]]:
+    """Each student once, with the fingerprint of what they submitted.
+
+    Entries sharing an id (``alice/`` and ``alice.zip``) all carry the same duplicate-id problem:
+    one record stands for them, and a change to any of them counts as a change.
+    """
+    by_student: dict[str, list[intake.Entry]] = {}
+    for entry in entries:
+        by_student.setdefault(entry.student, []).append(entry)
+    chosen = []
+    for student in sorted(by_student):
+        group = sorted(by_student[student], key=lambda e: e.source)
+        prints = [staging.fingerprint(entry) for entry in group]
+        fingerprint = prints[0] if len(prints) == 1 else hashlib.sha256("\0".join(prints).encode()).hexdigest()
+        chosen.append((group[0], fingerprint))
+    return chosen
 
 
 def run_batch(options: BatchOptions, pm: Any, say: Callable[[str], None] = print) -> BatchOutcome:

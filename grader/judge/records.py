@@ -160,7 +160,8 @@ def write_gradebooks(out: Path, rows: list[dict], exercises: list[str]) -> None:
 
 
 def write_class_summary(out: Path, all_records: list[dict], exercises: list[str]) -> None:
-    from grader.report.summary import build_summary, write_summary
+    from grader.report.summary import build_summary
+    from grader.report.summary_html import write_summary
 
     write_summary(out, build_summary(all_records, exercises))
 
