@@ -199,8 +199,11 @@ def _judge_setup(config: RunConfig) -> tuple[RunConfig, Any]:
     """Torch as the runner has it, the devices there are, and the plugin manager with the reporters."""
     import torch
 
+    from grader import refcache
     from grader.plugins import get_plugin_manager
 
+    # the reference's computations come from the disk cache when they can; never a secret seed's inputs
+    refcache.configure(False if config.secret else None)
     torch.set_num_threads(1)  # the judge's reference runs must match the runner's
     if torch.cuda.is_available():
         config = replace(config, extra_devices=("cuda",))

@@ -30,6 +30,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from grader import refcache
 from grader.secret import secret_seed
 
 __all__ = [
@@ -215,6 +216,17 @@ def markov_source(seed: int = 0) -> MarkovSource:
     return MarkovSource(seed)
 
 
+def _corpus_fields(corpus: Corpus) -> tuple:
+    return corpus.name, corpus.text, corpus.entropy_rate
+
+
+def _corpus_from_fields(fields: tuple) -> Corpus:
+    return Corpus(*fields)
+
+
+# building the source and solving for its entropy rate is most of the cost; the text is small
+@functools.lru_cache(maxsize=16)
+@refcache.cached(to_plain=_corpus_fields, from_plain=_corpus_from_fields)
 def markov_corpus(num_chars: int = 10_000, seed: int = 0) -> Corpus:
     """``num_chars`` characters from the Markov source for ``seed``."""
     source = markov_source(seed)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -10,6 +13,11 @@ from typing import Callable, Optional
 import pytest
 
 from grader import registry
+
+#: the reference's disk cache of this test session (shared by every `grade` it runs), never the user's
+CACHE_DIR = tempfile.mkdtemp(prefix="grader-test-cache-")
+os.environ["GRADER_CACHE_DIR"] = CACHE_DIR
+atexit.register(shutil.rmtree, CACHE_DIR, ignore_errors=True)
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO / "reference"

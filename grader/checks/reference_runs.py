@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from grader import refcache
 from grader.plugins import reference_hooks
 from grader.secret import secret_params
 from grader.training import Setup, run_training
@@ -33,7 +34,12 @@ def reference_training(setup: Setup, epochs: int = EPOCHS, **options) -> dict:
 
 @lru_cache(maxsize=16)
 def _reference_training(setup_json: str, epochs: int, options_json: str) -> dict:
+    torch.set_num_threads(1)  # also when the run comes from the disk cache: later reference computations rely on it
+    return _trained(setup_json, epochs, options_json)
+
+
+@refcache.cached()
+def _trained(setup_json: str, epochs: int, options_json: str) -> dict:
     hooks = reference_hooks()
     setup = Setup(**json.loads(setup_json))
-    torch.set_num_threads(1)
     return run_training(hooks["train_epoch"], hooks, setup, epochs, keep_params=True, **json.loads(options_json))

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from grader import hookimpl
+from grader import hookimpl, refcache
 from grader.book import SeqDataLoader, sgd
 from grader.checks.rnn_scratch import reference_rnn
 from grader.compare import check_allclose, check_tensor_meta, recurrence_tolerance
@@ -409,6 +409,11 @@ def train_and_predict(rnn_model: Any, hooks: dict, setup: dict, epochs: int, num
 @lru_cache(maxsize=4)
 def _reference_training(setup_json: str, epochs: int, num_preds: int) -> dict:
     torch.set_num_threads(1)  # as in the runner, so the reference's floats are reproducible
+    return _trained(setup_json, epochs, num_preds)
+
+
+@refcache.cached()
+def _trained(setup_json: str, epochs: int, num_preds: int) -> dict:
     hooks = reference_hooks()
     return train_and_predict(hooks["rnn_model"], hooks, json.loads(setup_json), epochs, num_preds)
 
