@@ -43,6 +43,7 @@ __all__ = [
     "MarkovSource",
     "markov_source",
     "markov_corpus",
+    "markov_text",
     "preprocess",
     "load_corpus",
     "fetch_time_machine",
@@ -229,11 +230,10 @@ def _corpus_from_fields(fields: tuple) -> Corpus:
 @refcache.cached(to_plain=_corpus_fields, from_plain=_corpus_from_fields)
 def markov_corpus(num_chars: int = 10_000, seed: int = 0) -> Corpus:
     """``num_chars`` characters from the Markov source for ``seed``."""
-    source = markov_source(seed)
     return Corpus(
         name=f"markov-order2-seed{seed}",
-        text=source.sample(num_chars, seed=0),
-        entropy_rate=source.entropy_rate(),
+        text=markov_text(num_chars, seed),
+        entropy_rate=markov_source(seed).entropy_rate(),
     )
 
 
@@ -430,10 +430,16 @@ def corpus_facts(spec: dict) -> dict:
     return {"name": spec.get("name", "text file"), "characters": len(spec["ids"]), "min_perplexity": None}
 
 
+@functools.lru_cache(maxsize=16)
+def markov_text(num_chars: int = 10_000, seed: int = 0) -> str:
+    """The text of :func:`markov_corpus` alone: what a training run needs, without the entropy-rate solve."""
+    return markov_source(seed).sample(num_chars, seed=0)
+
+
 def vocab_and_ids(spec: dict) -> tuple[Vocab, list[int]]:
     """The vocabulary and token ids a corpus spec stands for."""
     if "markov" in spec:
-        text = markov_corpus(*spec["markov"]).text
+        text = markov_text(*spec["markov"])
         vocab = Vocab(list(text))
         return vocab, encode(text, vocab)
     vocab = Vocab([])

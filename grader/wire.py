@@ -24,6 +24,10 @@ DTYPES = {
     "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64,
     "uint8": np.uint8, "bool": np.bool_,
 }
+#: the name each of those numpy dtypes is sent under (``str(dtype)`` is slow Python code in numpy)
+_WIRE_NAMES = {np.dtype(t): name for name, t in DTYPES.items() if t is not None}
+#: the byte order each is sent in
+_LITTLE_ENDIAN = {name: np.dtype(t).newbyteorder("<") for name, t in DTYPES.items() if t is not None}
 
 
 class WireError(ValueError):
@@ -94,7 +98,7 @@ def _encode_tensor(t: Any) -> dict:
 def _encode_array(array: np.ndarray, device: str, requires_grad: bool, is_leaf: bool, has_grad_fn: bool) -> dict:
     array = np.ascontiguousarray(array)
     return dict(
-        dtype=str(array.dtype),
+        dtype=_WIRE_NAMES.get(array.dtype) or str(array.dtype),
         shape=list(array.shape),
         device=device,
         requires_grad=requires_grad,
@@ -220,12 +224,12 @@ def _tensor_from_record(d: dict) -> TensorData:
         raise WireError("negative tensor dimension")
     array = None
     if data is not None:
-        np_dtype = DTYPES.get(dtype)
-        if np_dtype is None or not isinstance(data, str):
+        sent_as = _LITTLE_ENDIAN.get(dtype)
+        if sent_as is None or not isinstance(data, str):
             raise WireError(f"tensor data of dtype {dtype!r} cannot be decoded")
         raw = base64.b64decode(data.encode("ascii"), validate=True)
-        expected = math.prod(shape) * np.dtype(np_dtype).itemsize
+        expected = math.prod(shape) * sent_as.itemsize
         if len(raw) != expected:
             raise WireError(f"tensor of shape {shape} has {len(raw)} bytes, expected {expected}")
-        array = np.frombuffer(raw, dtype=np.dtype(np_dtype).newbyteorder("<")).reshape(shape).astype(np_dtype)
+        array = np.frombuffer(raw, dtype=sent_as).reshape(shape).astype(DTYPES[dtype])
     return TensorData(dtype, shape, device, *flags, array=array)

@@ -12,6 +12,7 @@ import difflib
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 import traceback
 import types
@@ -22,6 +23,11 @@ from typing import Any, Callable, Optional
 from grader.plugins import get_plugin_manager
 from grader.registry import EXERCISE_HOOKS
 from grader.runner.tracebacks import describe_exception
+
+#: the hook specs, read once as the runner starts rather than again in every child
+_HOOK_SPECS = get_plugin_manager(with_builtins=False)
+#: the module-level values pluggy can take for a hook implementation; the rest need no closer look
+_HOOKABLE = (types.FunctionType, types.MethodType, staticmethod, classmethod)
 
 
 @dataclass
@@ -60,7 +66,7 @@ def load_submission(folder: Path, reference: Optional[dict[str, Callable]] = Non
     """
     folder = folder.resolve()
     loaded = LoadedSubmission(folder)
-    pm = get_plugin_manager(with_builtins=False)
+    pm = _HOOK_SPECS
     files = sorted(p for p in folder.glob("*.py") if p.name != "__init__.py")
     if only is not None:
         files = [p for p in files if p.name in only]
@@ -158,7 +164,7 @@ def stand_in_module(stem: str, reference: dict[str, Callable]) -> types.ModuleTy
 
 def _collect_hooks(loaded: LoadedSubmission, module: Any, filename: str, pm: Any) -> None:
     for name, obj in sorted(vars(module).items()):
-        if pm.parse_hookimpl_opts(module, name) is None:
+        if not isinstance(obj, _HOOKABLE) or pm.parse_hookimpl_opts(module, name) is None:
             continue
         if getattr(obj, "__module__", None) != module.__name__:
             continue  # imported from a sibling: counted where it is defined
@@ -193,15 +199,32 @@ def isolate(loaded: LoadedSubmission, keep: set[str], reference: dict[str, Calla
     ``grad_clipping``, a clipping bug would cost points twice. Module globals
     that name another hook are pointed at the reference implementation.
     """
+    hooks = [name for name in EXERCISE_HOOKS if name not in keep and name in reference]
+    if not hooks:
+        return
     student_modules = {m.__name__ for m in loaded.modules}
-    for module in list(sys.modules.values()):
-        file = getattr(module, "__file__", None) or ""
-        if not file.startswith(str(loaded.folder)):
+    folder = str(loaded.folder)
+    for module in _modules_from(loaded):
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict) or not str(namespace.get("__file__") or "").startswith(folder):
             continue
-        namespace = vars(module)
-        for name in EXERCISE_HOOKS:
-            if name in keep or name not in reference:
-                continue
+        for name in hooks:
             value = namespace.get(name)
             if callable(value) and getattr(value, "__module__", None) in student_modules:
                 namespace[name] = reference[name]
+
+
+def _modules_from(loaded: LoadedSubmission) -> list[Any]:
+    """The modules imported from the submission's folder: its files, and any module a file there
+    (even one written since) is imported as. Only these are read: every module a child reads is
+    memory the kernel copies for it."""
+    found = {id(module): module for module in loaded.modules}
+    try:
+        names = [entry.name for entry in os.scandir(loaded.folder)]
+    except OSError:
+        names = []
+    for name in names:
+        module = sys.modules.get(name[:-3] if name.endswith(".py") else name)
+        if module is not None:
+            found.setdefault(id(module), module)
+    return list(found.values())
