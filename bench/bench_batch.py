@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -106,15 +105,33 @@ def time_command(args: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def _tree_cpu(root: int) -> float:
+    """CPU seconds used so far by ``root`` and its descendants (read from /proc, before they are killed)."""
+    parents, cpu = {}, {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry)] = int(fields[1])
+            cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += cpu.get(pid, 0.0)
+        todo += [child for child, parent in parents.items() if parent == pid]
+    return total
+
+
 def runner_startup_cpu() -> float:
     """CPU seconds one runner takes to start (torch imported, warmed up), measured alone."""
     from grader.judge.runners import Runner
 
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with Runner() as runner:
         runner.start()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        return _tree_cpu(runner.proc.pid)
 
 
 def grade_class(submissions: Path, out: Path, jobs: int) -> dict:
@@ -129,19 +146,15 @@ def grade_class(submissions: Path, out: Path, jobs: int) -> dict:
     pm.unregister(name="grader.report.terminal")
     options = batch.BatchOptions(submissions=submissions, out=out, config=RunConfig(), jobs=jobs, force=True,
                                  progress=False)
-    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     judge_before = time.process_time()
     start = time.perf_counter()
     with TreeMemory() as memory:
         outcome = batch.run_batch(options, pm, say=lambda line: None)
     wall = time.perf_counter() - start
-    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = records.read_all(out)
     return {
         "wall": wall, "outcome": outcome, "peak": memory.peak, "records": done,
         "judge_cpu": time.process_time() - judge_before,
-        "runner_cpu": (children_after.ru_utime + children_after.ru_stime)
-                      - (children_before.ru_utime + children_before.ru_stime),
         "child_cpu": sum(r.get("cpu_seconds") or 0.0 for r in done.values()),
     }
 
@@ -174,14 +187,13 @@ def main() -> None:
             startup = outcome.startup_seconds
             runners_started = outcome.runner_starts
             children = result["child_cpu"]
-            harness = result["runner_cpu"] - startup_cpu * runners_started - children
             print(f"\n{count} submissions ({args.correct} correct), {jobs} worker(s): {wall:.1f} s wall, "
                   f"{60 * count / wall:.0f} submissions/minute, {wall / count:.2f} s each")
             print(f"  statuses: {', '.join(f'{k} {v}' for k, v in sorted(statuses.items()))}")
             print(f"  start-up (runners ready, reference computed): {startup:.1f} s = {100 * startup / wall:.1f}% of the batch")
             print(f"  CPU per submission: judge {result['judge_cpu'] / count:.2f} s, runner start-up "
                   f"{startup_cpu * runners_started / count:.2f} s ({runners_started} started), children (the student's "
-                  f"code and its harness) {children / count:.2f} s, zygote {max(harness, 0) / count:.2f} s")
+                  f"code and its harness) {children / count:.2f} s")
             print(f"  peak memory of the process tree: {result['peak'] / 2**20:.0f} MiB")
     finally:
         shutil.rmtree(root, ignore_errors=True)

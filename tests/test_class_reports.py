@@ -380,7 +380,7 @@ def test_summary_in_headless_browser(klass, tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     dom = result.stdout

@@ -114,3 +114,24 @@ def test_a_linked_file_is_not_followed(grading, submission, tmp_path):
     assert "symbolic link" in problems_of(report)["helper.py"]
     assert "solution-key-5521" not in repr(report.to_dict())
     assert report.points == 100
+
+
+def test_identical_results_are_judged_once_and_alike(runner, submission):
+    # a class of similar submissions: the second grading reuses the verdicts of identical runs
+    from grader.config import RunConfig
+    from grader.judge import engine
+    from grader.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    plan = engine.plan(pm, RunConfig())
+    first = engine.grade(REFERENCE, RunConfig(), pm, runner, plan)
+    remembered = dict(plan.verdicts)
+    assert remembered
+    second = engine.grade(REFERENCE, RunConfig(), pm, runner, plan)
+    assert [(c.check_id, c.status, c.points, c.message) for c in second.all_checks()] == \
+           [(c.check_id, c.status, c.points, c.message) for c in first.all_checks()]
+    assert plan.verdicts.keys() >= remembered.keys()
+    # a different result is judged afresh: a bug still costs its points
+    buggy = (REFERENCE / "grad_clipping.py").read_text().replace("param.grad[:] *= theta / norm", "pass")
+    report = engine.grade(submission({"grad_clipping.py": buggy}), RunConfig(), pm, runner, plan)
+    assert lost(report).keys() == {"grad_clipping"}

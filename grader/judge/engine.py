@@ -9,9 +9,10 @@ checks reading that run.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
@@ -33,6 +34,8 @@ WINDOW = 2
 #: said when a course's secret seed drew the inputs, so a student knows why they differ from a local run
 SECRET_NOTICE = ("inputs drawn from the course's secret seed: sizes and values differ from the published ones "
                  "that `grade` uses on your machine, so the figures differ too; the checks are the same")
+#: verdicts a plan remembers at most (each is small; the digests, not the results, are kept)
+MAX_REMEMBERED = 20_000
 #: one warm-up at a time: reference computations seed torch's global generator
 _WARM_UP = threading.Lock()
 
@@ -41,6 +44,25 @@ _WARM_UP = threading.Lock()
 class Plan:
     exercises: list[Exercise]
     checks: list[Check]
+    #: verdicts by (check, digest of the run's result): a judge is a function of the bytes a run sent
+    #: back and the plan's parameters, so identical results (a class of similar submissions) are judged once
+    verdicts: dict[tuple[str, bytes], Verdict] = field(default_factory=dict, repr=False)
+    verdicts_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def judged(self, check: Check, decoded: Any, result: Optional[bytes]) -> Verdict:
+        """``verdict_for(check, decoded)``, remembered for results seen before."""
+        if result is None or decoded.failure is not None:
+            return verdict_for(check, decoded)
+        key = (check.id, hashlib.sha256(result).digest())
+        with self.verdicts_lock:
+            known = self.verdicts.get(key)
+        if known is None:
+            known = verdict_for(check, decoded)
+            with self.verdicts_lock:
+                if len(self.verdicts) >= MAX_REMEMBERED:
+                    self.verdicts.clear()
+                self.verdicts[key] = known
+        return known
 
     def probes(self) -> list[Probe]:
         """The distinct runs the checks read, in check order."""
@@ -104,7 +126,8 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
         cpu += reply.cpu_seconds or 0.0
         decoded = decode(reply)  # once per run, however many checks read it
         for check in checks:
-            results[check.id] = _record(check, verdict_for(check, decoded), output=reply.output, seconds=reply.seconds)
+            results[check.id] = _record(check, the_plan.judged(check, decoded, reply.result), output=reply.output,
+                                        seconds=reply.seconds)
         for event in decoded.integrity_events():
             if not event.get("file"):  # changed at import: the load request knows which file did it
                 event = dict(event, file=submission.changed_by.get(str(event.get("what"))))
