@@ -75,11 +75,12 @@ class TreeMemory:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.05):
-            self.peak = max(self.peak, _tree_rss(os.getpid()))
+            self.peak = max(self.peak, int(_tree(os.getpid(), "rss")))
 
 
-def _tree_rss(root: int) -> int:
-    parents, rss = {}, {}
+def _tree(root: int, field: str) -> float:
+    """The sum of ``field`` ("rss" bytes or "cpu" seconds) over ``root`` and its descendants, from /proc."""
+    parents, values = {}, {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
@@ -88,11 +89,12 @@ def _tree_rss(root: int) -> int:
             except OSError:
                 continue
             parents[int(entry)] = int(fields[1])
-            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    total, todo = 0, [root]
+            values[int(entry)] = (int(fields[21]) * os.sysconf("SC_PAGE_SIZE") if field == "rss"
+                                  else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    total, todo = 0.0, [root]
     while todo:
         pid = todo.pop()
-        total += rss.get(pid, 0)
+        total += values.get(pid, 0)
         todo += [child for child, parent in parents.items() if parent == pid]
     return total
 
@@ -105,33 +107,13 @@ def time_command(args: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def _tree_cpu(root: int) -> float:
-    """CPU seconds used so far by ``root`` and its descendants (read from /proc, before they are killed)."""
-    parents, cpu = {}, {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            parents[int(entry)] = int(fields[1])
-            cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        total += cpu.get(pid, 0.0)
-        todo += [child for child, parent in parents.items() if parent == pid]
-    return total
-
-
 def runner_startup_cpu() -> float:
     """CPU seconds one runner takes to start (torch imported, warmed up), measured alone."""
     from grader.judge.runners import Runner
 
     with Runner() as runner:
         runner.start()
-        return _tree_cpu(runner.proc.pid)
+        return _tree(runner.proc.pid, "cpu")
 
 
 def grade_class(submissions: Path, out: Path, jobs: int) -> dict:

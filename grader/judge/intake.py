@@ -21,6 +21,7 @@ from typing import Iterable, Optional
 import yaml
 
 from grader import registry
+from grader.judge.loading import printable_name, read_regular
 from grader.protocol import MiB
 
 #: statuses of an entry that cannot be graded (the gradebook's ``status`` column); staging gives them too
@@ -34,7 +35,6 @@ METADATA_LIMIT, ID_LENGTH = 16 * MiB, 100
 #: the exercises' file names, as the skeletons give them
 EXERCISE_FILES = tuple(registry.file_name(exercise.name) for exercise in registry.EXERCISES)
 
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 _ARCHIVES = ((".tar.gz", TAR_GZ), (".tgz", TAR_GZ), (".zip", ZIP), (".tar", TAR), (".tar.bz2", TAR),
              (".tbz2", TAR), (".tar.xz", TAR), (".txz", TAR), (".rar", OTHER_ARCHIVE), (".7z", OTHER_ARCHIVE))
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
@@ -106,14 +106,14 @@ def discover(root: Path) -> Intake:
 
 
 def _discover_entries(root: Path, names: list[str], visible: list[str]) -> Intake:
-    entries, ignored = [], [printable(n) for n in names if n not in visible]
+    entries, ignored = [], [printable_name(n) for n in names if n not in visible]
     for name in visible:
         kind_and_stem = _entry_kind(name, path_type(root / name))
         if kind_and_stem is None:
-            ignored.append(printable(name))
+            ignored.append(printable_name(name))
             continue
         kind, stem = kind_and_stem
-        source = printable(name) + ("/" if kind == FOLDER else "")
+        source = printable_name(name) + ("/" if kind == FOLDER else "")
         entries.append(_named_entry(stem, source, kind, (root / name,), _entry_problem(root / name, kind, source)))
     found = f"{len(entries)} students" if entries else (
         "no submissions found: expected one folder, archive or .py file per student, a Gradescope export or a "
@@ -158,14 +158,14 @@ def _named_entry(raw_id: str, source: str, kind: str, paths: tuple[Path, ...],
     """An entry whose id comes from ``raw_id``, with a note when that name is not valid UTF-8."""
     student = safe_id(raw_id)
     notes = fields.pop("notes", ())
-    if printable(raw_id) != raw_id:
-        notes = (f"the name {printable(raw_id)} is not valid UTF-8; the student's id is {student}",) + tuple(notes)
+    if printable_name(raw_id) != raw_id:
+        notes = (f"the name {printable_name(raw_id)} is not valid UTF-8; the student's id is {student}",) + tuple(notes)
     return Entry(student, source, kind, paths, problem=problem, notes=tuple(notes), **fields)
 
 
 def safe_id(raw: str) -> str:
     """A folder name made from ``raw``: safe characters only, never hidden, ``.`` or ``..``, at most ID_LENGTH."""
-    text = _ID_UNSAFE.sub("_", printable(raw))[:ID_LENGTH]
+    text = _ID_UNSAFE.sub("_", printable_name(raw))[:ID_LENGTH]
     return "_" + text[1:] if text.startswith(".") else text or "_"
 
 
@@ -206,8 +206,8 @@ def _gradescope_export(root: Path, visible: list[str]) -> Optional[Path]:
 
 
 def _discover_gradescope(root: Path, export: Path, outside: list[str]) -> Intake:
-    where = "" if export == root else printable(export.name) + "/"
-    ignored = [printable(n) for n in outside]
+    where = "" if export == root else printable_name(export.name) + "/"
+    ignored = [printable_name(n) for n in outside]
     submitters, broken = _read_metadata(export / "submission_metadata.yml")
     try:
         names = sorted(os.listdir(export))
@@ -221,7 +221,7 @@ def _discover_gradescope(root: Path, export: Path, outside: list[str]) -> Intake
         if not is_hidden(name) and path_type(export / name) in ("dir", "link", "error"):
             entries.append(_gradescope_entry(export / name, where, submitters, broken))
         else:
-            ignored.append(where + printable(name))
+            ignored.append(where + printable_name(name))
     for missing in sorted(set(submitters) - set(names)):  # listed, but the export has no files for it
         entry = _gradescope_entry(export / missing, where, submitters, broken)
         entries.append(replace(entry, problem=(EMPTY, f"{entry.source} is listed in submission_metadata.yml but the "
@@ -234,7 +234,7 @@ def _discover_gradescope(root: Path, export: Path, outside: list[str]) -> Intake
 
 def _gradescope_entry(path: Path, where: str, submitters: dict[str, list[dict[str, str]]],
                       broken: Optional[str]) -> Entry:
-    source = f"{where}{printable(path.name)}/"
+    source = f"{where}{printable_name(path.name)}/"
     people = submitters.get(path.name)
     if people is None:
         notes = () if broken else (f"{source} is not in submission_metadata.yml; it is named by its folder",)
@@ -282,7 +282,7 @@ _MetadataLoader.add_multi_constructor("!", _untagged)
 def _read_metadata(path: Path) -> tuple[dict[str, list[dict[str, str]]], Optional[str]]:
     """Submission folder -> its submitters' name, email and sid; else an empty map and why not."""
     try:
-        raw = read_regular(path, METADATA_LIMIT)
+        raw = read_regular(path, METADATA_LIMIT)[0]
         if len(raw) > METADATA_LIMIT:
             return {}, f"is over {METADATA_LIMIT // MiB} MiB and was not read"
         data = yaml.load(raw.decode("utf-8"), Loader=_MetadataLoader)
@@ -313,7 +313,7 @@ def _discover_flat(root: Path, names: list[str], visible: list[str]) -> Optional
     """Files named with a student prefix (Canvas, or ``<student>_<exercise file>``), when most files are."""
     if not visible or any(path_type(root / n) == "dir" for n in visible):
         return None
-    canvas = {n: m for n in visible if (m := _CANVAS.match(printable(n)))}
+    canvas = {n: m for n in visible if (m := _CANVAS.match(printable_name(n)))}
     if 2 * len(canvas) > len(visible):
         groups: dict[tuple[str, str], list[tuple[str, str, tuple[int, int], bool]]] = {}
         for name, m in canvas.items():
@@ -324,11 +324,11 @@ def _discover_flat(root: Path, names: list[str], visible: list[str]) -> Optional
                    for (who, uid), files in groups.items()]
         how = "Canvas download (files named name_userid_submissionid_file)"
         return _flat_intake(how, entries, names, set(canvas))
-    named = {n: m for n in visible if (m := _NAMED.match(printable(n)))}
+    named = {n: m for n in visible if (m := _NAMED.match(printable_name(n)))}
     prefixes = sorted({m["prefix"] for m in named.values()}, key=len, reverse=True)
     grouped: dict[str, list[tuple[str, str, tuple[int, int], bool]]] = {}
     for name in visible:
-        shown = printable(name)
+        shown = printable_name(name)
         if name in named:
             prefix, (original, copy) = named[name]["prefix"], _original(named[name]["original"])
         else:  # another file of a known student, e.g. alice_helpers.py, under its own name
@@ -356,11 +356,11 @@ def _flat_entry(root: Path, raw_id: str, files: list[tuple[str, str, tuple[int, 
         latest[original] = max(latest.get(original, (rank, name)), (rank, name))
     files = sorted(files)
     originals = tuple(original if latest[original][1] == name else "" for name, original, _, _ in files)
-    notes = [f"{printable(name)} was replaced by a later upload, {printable(latest[original][1])}"
+    notes = [f"{printable_name(name)} was replaced by a later upload, {printable_name(latest[original][1])}"
              for (name, original, _, _), kept in zip(files, originals) if not kept]
     if any(late for *_, late in files):
         notes.insert(0, "submitted late (the LMS marked the files LATE)")
-    names = [printable(n) for n, *_ in files]
+    names = [printable_name(n) for n, *_ in files]
     source = names[0] if len(names) == 1 else os.path.commonprefix(names) + "*"
     return _named_entry(raw_id, source, FLAT, tuple(root / n for n, *_ in files), notes=tuple(notes),
                         originals=originals, **fields)
@@ -369,29 +369,11 @@ def _flat_entry(root: Path, raw_id: str, files: list[tuple[str, str, tuple[int, 
 def _flat_intake(how: str, entries: list[Entry], names: list[str], used: set[str]) -> Intake:
     files = sum(len(e.paths) for e in entries)
     return Intake("flat", f"{how}: {len(entries)} students, {files} files", _sorted(_flag_duplicates(entries)),
-                  tuple(printable(n) for n in names if n not in used))
+                  tuple(printable_name(n) for n in names if n not in used))
 
 
 # ---------------------------------------------------------------------------------------------- helpers
 # shared with staging: looking at a submission's files without following a link, and naming them
-
-
-def read_regular(path: Path, cap: int) -> bytes:
-    """Up to ``cap + 1`` bytes of a regular file, never through a link nor waiting on a FIFO; OSError otherwise."""
-    fd = os.open(path, _OPEN_FLAGS)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        chunks, size = [], 0
-        while size <= cap:
-            chunk = os.read(fd, min(cap + 1 - size, 4 * MiB))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
 
 
 def path_type(path: Path) -> str:
@@ -410,15 +392,6 @@ def path_type(path: Path) -> str:
 def is_hidden(name: str) -> bool:
     """A name never looked into: dot files and folders, macOS resource forks."""
     return name.startswith(".") or name == "__MACOSX"
-
-
-def printable(name: str) -> str:
-    """``name`` when it is valid UTF-8, else its bytes with the undecodable ones written ``\\xff``."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return os.fsencode(name).decode("utf-8", "backslashreplace")
-    return name
 
 
 def join_names(items: Iterable[str], most: int = 0) -> str:

@@ -47,7 +47,7 @@ def read_submission(folder: Path) -> tuple[dict[str, str], list[FileProblem]]:
         return files, [FileProblem(".", f"the folder cannot be read: {exc.strerror}")]
     total, taken, left_out = 0, 0, []
     for name in names:
-        shown = _printable_name(name)
+        shown = printable_name(name)
         if shown != name:  # os.fsdecode kept the undecodable bytes as surrogates
             problems.append(FileProblem(shown, "has a name that is not valid UTF-8; rename it with plain letters, "
                                                "digits and underscores"))
@@ -69,7 +69,7 @@ def read_submission(folder: Path) -> tuple[dict[str, str], list[FileProblem]]:
             continue
         taken += 1
         try:
-            raw, size = _read_regular(folder / name)
+            raw, size = read_regular(folder / name)
         except OSError as exc:  # ELOOP: replaced by a link since lstat
             why = _SYMLINK if exc.errno == errno.ELOOP else f"cannot be read: {exc.strerror}"
             problems.append(FileProblem(name, why))
@@ -93,7 +93,7 @@ def read_submission(folder: Path) -> tuple[dict[str, str], list[FileProblem]]:
     return files, problems
 
 
-def _printable_name(name: str) -> str:
+def printable_name(name: str) -> str:
     """``name`` itself when it is valid UTF-8, else its bytes with the undecodable ones shown as ``\\xff``."""
     try:
         name.encode("utf-8")
@@ -102,16 +102,17 @@ def _printable_name(name: str) -> str:
     return name
 
 
-def _read_regular(path: Path) -> tuple[bytes, int]:
-    """Up to ``FILE_LIMIT + 1`` bytes of a regular file, and its size; OSError for anything else."""
+def read_regular(path: Path, cap: int = FILE_LIMIT) -> tuple[bytes, int]:
+    """Up to ``cap + 1`` bytes of a regular file, and its size, never through a link nor waiting on a FIFO;
+    OSError for anything else."""
     fd = os.open(path, _OPEN_FLAGS)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
         chunks, size = [], 0
-        while size <= FILE_LIMIT:
-            chunk = os.read(fd, FILE_LIMIT + 1 - size)
+        while size <= cap:
+            chunk = os.read(fd, min(cap + 1 - size, 4 * MiB))
             if not chunk:
                 break
             chunks.append(chunk)

@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from grader.judge.intake import (
-    BAD_ARCHIVE, EMPTY, EXERCISE_FILES, FLAT, FOLDER, LINK, PY, UNREADABLE, ZIP, Entry, archive_kind, is_hidden,
-    join_names, path_type, printable, read_regular, reason,
+    BAD_ARCHIVE, EMPTY, EXERCISE_FILES, FLAT, FOLDER, LINK, PY, UNREADABLE, ZIP, Entry, archive_kind, is_hidden, join_names, path_type, reason,
 )
-from grader.judge.loading import FILE_LIMIT
+from grader.judge.loading import FILE_LIMIT, printable_name, read_regular
 from grader.protocol import MiB
 
 #: statuses of an entry staging cannot turn into a folder to grade, besides intake's EMPTY, BAD_ARCHIVE,
@@ -121,7 +120,7 @@ def stage(entry: Entry, dest: Path) -> Staged:
 def _py_name(entry: Entry) -> str:
     """The name a single-file entry is staged under: its own, or its id when the name is not valid UTF-8."""
     name = entry.paths[0].name
-    return name[:-3] + ".py" if printable(name) == name else entry.student + ".py"
+    return name[:-3] + ".py" if printable_name(name) == name else entry.student + ".py"
 
 
 def _file_of(path: Path, parts: tuple[str, ...]) -> _File:
@@ -129,18 +128,18 @@ def _file_of(path: Path, parts: tuple[str, ...]) -> _File:
         size = os.lstat(path).st_size
     except OSError:
         size = 0  # reading it says why
-    return _File(parts, size, lambda cap: read_regular(path, cap))
+    return _File(parts, size, lambda cap: read_regular(path, cap)[0])
 
 
 def _flat_files(entry: Entry, notes: list[str]) -> list[_File]:
     """A flat entry's files under their original names; its only archive when it has no .py file."""
     files, archives, others = [], [], []
     for path, original in zip(entry.paths, entry.originals or [p.name for p in entry.paths]):
-        original = printable(original).replace("\\", "_")
+        original = printable_name(original).replace("\\", "_")
         if not original:
             continue  # replaced by a later upload
         if path_type(path) == "link":
-            notes.append(f"{printable(path.name)} is a symbolic link; it was not followed")
+            notes.append(f"{printable_name(path.name)} is a symbolic link; it was not followed")
         elif original.endswith(STAGED_SUFFIXES):
             files.append(_file_of(path, (original,)))
         elif archive_kind(original):
@@ -159,7 +158,7 @@ def _or_only_archive(files: list[_File], archives: list[Path], within: str, note
     """
     if any(f.parts[-1].endswith(".py") for f in files) or len(archives) != 1:
         return files
-    name = printable(archives[0].name)
+    name = printable_name(archives[0].name)
     notes.append(f"used the files in {name}, the only archive")
     return _archive_files(archives[0], within + name, archive_kind(name) or ZIP, notes)
 
@@ -188,7 +187,7 @@ def _walk(folder: Path, source: str, notes: list[str]) -> list[_File]:
                 continue
             try:
                 if child.is_symlink():
-                    links.append("/".join(map(printable, rel)))
+                    links.append("/".join(map(printable_name, rel)))
                 elif child.is_dir(follow_symlinks=False):
                     stack.append(rel)
                 elif child.is_file(follow_symlinks=False):
@@ -197,7 +196,7 @@ def _walk(folder: Path, source: str, notes: list[str]) -> list[_File]:
                     elif not parts and archive_kind(child.name):
                         archives.append(Path(child.path))
             except OSError:  # gone, or cannot be looked at, since the folder was listed
-                unreadable.append("/".join(map(printable, rel)))
+                unreadable.append("/".join(map(printable_name, rel)))
     if links:
         notes.append(f"not copied: {join_names(links, 5)} (symbolic links are not followed; put the files themselves "
                      "in the folder)")
@@ -233,7 +232,7 @@ def _write_chosen(files: list[_File], dest: Path, source: str, notes: list[str])
     skipped: list[tuple[str, str]] = []
     total, written = 0, 0
     for f in sorted((f for f in files if f.parts[:-1] == chosen), key=lambda f: f.parts[-1]):
-        name = printable(f.parts[-1])
+        name = printable_name(f.parts[-1])
         if len(os.fsencode(f.parts[-1])) > 200:
             skipped.append((UNREADABLE, f"{name[:40]}… has too long a name to be copied"))
             continue
@@ -271,7 +270,7 @@ def _write_chosen(files: list[_File], dest: Path, source: str, notes: list[str])
 def _archive_files(path: Path, source: str, kind: str, notes: list[str]) -> list[_File]:
     """The .py and .ipynb members of a zip or tar archive, once every member passed the checks and limits."""
     try:
-        raw = read_regular(path, ARCHIVE_LIMIT)
+        raw = read_regular(path, ARCHIVE_LIMIT)[0]
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise _Refused(LINK, f"{source} is a symbolic link; it was not followed") from None
@@ -400,13 +399,13 @@ def _check_member(name: str, member_type: str, source: str) -> None:
     elif ".." in re.split(r"[/\\]", name):
         why = "a path that leads out of the archive's folder (..)"
     if why:
-        raise _Refused(UNSAFE_ARCHIVE, f"{source} holds '{printable(name)}', {why}; archives with such members are "
+        raise _Refused(UNSAFE_ARCHIVE, f"{source} holds '{printable_name(name)}', {why}; archives with such members are "
                                        "not opened: archive only your files (e.g. zip submission.zip *.py)")
 
 
 def _check_expansion(name: str, size: int, compressed: int, source: str) -> None:
     if size > RATIO_FLOOR and size > MAX_RATIO * max(compressed, 1):
-        raise _Refused(TOO_LARGE, f"{source} holds '{printable(name)}', which expands from {_size(compressed)} to "
+        raise _Refused(TOO_LARGE, f"{source} holds '{printable_name(name)}', which expands from {_size(compressed)} to "
                                   f"{_size(size)} (a compression bomb?); submit only your .py files")
 
 
@@ -458,7 +457,7 @@ def fingerprint(entry: Entry) -> str:
             elif stat.S_ISREG(info.st_mode):
                 limit = ARCHIVE_LIMIT if not rel or archive_kind(rel[-1]) else FILE_LIMIT
                 used = not rel or rel[-1].endswith(STAGED_SUFFIXES) or archive_kind(rel[-1])
-                data = read_regular(path, limit) if used and info.st_size <= limit else b""
+                data = read_regular(path, limit)[0] if used and info.st_size <= limit else b""
                 record(b"file", name, str(info.st_size).encode(), data)
             else:
                 record(b"special", name, str(stat.S_IFMT(info.st_mode)).encode())
@@ -479,7 +478,7 @@ def _type_name(mode: int) -> str:
 
 
 def _shown(parts: tuple[str, ...]) -> str:
-    return "/".join(map(printable, parts)) + "/"
+    return "/".join(map(printable_name, parts)) + "/"
 
 
 def _size(size: int) -> str:
