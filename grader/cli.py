@@ -23,6 +23,8 @@ GRADER_FAILURE = 3  # the grader itself could not run (not the submission's faul
 INTERRUPTED = 130  # --batch stopped by Ctrl-C; running it again continues where it stopped
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
+#: where ``grade --init-ci`` writes the workflow by default
+DEFAULT_WORKFLOW = Path(".github/workflows/grade.yml")
 
 
 def _skeletons_dir() -> Path:
@@ -54,14 +56,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fail-under", metavar="N", type=float, help="exit 1 when the score is below N (out of 100)")
     parser.add_argument("--timeout", metavar="SECONDS", type=float,
                         help="time limit for every check (default: each check's own, 10-40 s)")
-    parser.add_argument("--hidden", action="store_true", help="also run hidden checks (instructors)")
-    parser.add_argument("--secret-seed", metavar="TEXT",
+    course = parser.add_argument_group("course setup (instructors)")
+    course.add_argument("--config", metavar="FILE", type=Path,
+                        help="course configuration: a grader.toml, or a pyproject.toml with [tool.grader] (default: "
+                             "the one next to the submission, else in the working directory)")
+    course.add_argument("--no-config", action="store_true", help="ignore course configurations; grade with the defaults")
+    course.add_argument("--plugins", metavar="PATH", type=Path, action="append", default=[],
+                        help="load the check modules in this folder (a check pack); repeat for more")
+    course.add_argument("--list-checks", action="store_true", help="list every check with its points, pack and visibility")
+    course.add_argument("--explain", metavar="CHECK", help="say what a check checks and how it scores, then stop")
+    course.add_argument("--hidden", action="store_true", help="also run hidden checks (instructors)")
+    course.add_argument("--secret-seed", metavar="TEXT",
                         help="derive every generated input from this secret, so results computed at home do not "
                              f"match (instructors; or set {SECRET_ENV})")
-    parser.add_argument("--authoritative", action="store_true",
+    course.add_argument("--authoritative", action="store_true",
                         help="this grade counts: refuse to run student code unless the sandbox isolates it")
-    parser.add_argument("--allow-unisolated", action="store_true",
+    course.add_argument("--allow-unisolated", action="store_true",
                         help="with --authoritative, grade even where the sandbox cannot run (the report says so)")
+    course.add_argument("--gradescope-autograder", metavar="OUT.zip", type=Path,
+                        help="build a Gradescope autograder archive (setup.sh, run_autograder, this configuration "
+                             "and the --plugins packs) and stop")
+    ci = parser.add_argument_group("pull requests and CI")
+    ci.add_argument("--junit", metavar="FILE", type=Path, help="also write a JUnit XML report (one test case per check)")
+    ci.add_argument("--base", metavar="REF",
+                    help="git ref the pull request is based on: files it changed outside the exercise files make "
+                         "the result untrustworthy, and are listed")
+    ci.add_argument("--init-ci", metavar="FILE", type=Path, nargs="?", const=DEFAULT_WORKFLOW,
+                    help=f"write a GitHub Actions workflow that grades pull requests (default: {DEFAULT_WORKFLOW}) and stop")
     parser.add_argument("-v", "--verbose", action="store_true", help="list passing checks and details too")
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     parser.add_argument("--version", action="version", version=f"rnn-grader {grader.__version__}")
@@ -97,11 +118,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _init(args.init)
     if args.batch is None and (args.jobs is not None or args.force or args.only):
         return _usage(parser, "--jobs, --force and --only apply to --batch SUBMISSIONS/ --out RESULTS/")
+    if args.config is not None and args.no_config:
+        return _usage(parser, "give --config FILE or --no-config, not both")
+    if args.init_ci is not None or args.gradescope_autograder is not None or args.list_checks or args.explain:
+        return _course_command(parser, args)
     if args.batch is not None:
         problem = _batch_problem(args)
         if problem:
             return _usage(parser, problem)
-        config = _config(parser, args)
+        # next to the submissions, never inside them: a student's own configuration must not grade the class
+        config = _config(parser, args, places=(args.batch.parent, Path.cwd()))
         return config if isinstance(config, int) else run_batch(args, config)
     if args.demo == (args.submission is not None):
         return _usage(parser, "give a submission folder (e.g. `grade exercises/`) or --demo, not both")
@@ -114,30 +140,120 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _usage(parser, f"{folder} has no .py files; run `grade --init {folder}` to start from the skeletons")
     if args.fail_under is not None and not 0 <= args.fail_under <= 100:
         return _usage(parser, "--fail-under takes a score from 0 to 100")
-    config = _config(parser, args)
-    return config if isinstance(config, int) else run(folder, config, args.fail_under)
+    # an authoritative grade never takes its configuration from the submission's own folder
+    places = (Path.cwd(),) if args.authoritative or args.demo else (folder, folder.parent, Path.cwd())
+    config = _config(parser, args, places=places)
+    if isinstance(config, int):
+        return config
+    fail_under = args.fail_under
+    if fail_under is None and config.course is not None:
+        fail_under = config.course.fail_under
+    return run(folder, config, fail_under, base=args.base)
 
 
-def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> "RunConfig | int":
-    """The run's settings from the options they share, or the usage error's exit code."""
+def _course_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """--list-checks, --explain, --init-ci and --gradescope-autograder: each works on the course setup and stops."""
+    chosen = [flag for flag, given in (("--list-checks", args.list_checks), ("--explain", args.explain),
+                                       ("--init-ci", args.init_ci is not None),
+                                       ("--gradescope-autograder", args.gradescope_autograder is not None)) if given]
+    if len(chosen) > 1:
+        return _usage(parser, f"{' and '.join(chosen)} each stop after their work; give one of them")
+    if args.batch is not None or args.demo:
+        return _usage(parser, f"{chosen[0]} works on the course setup; give it without --batch or --demo")
+    places = tuple(p for p in (args.submission, Path.cwd()) if p is not None)
+    config = _config(parser, args, places=places)
+    if isinstance(config, int):
+        return config
+    if args.init_ci is not None:
+        from grader.ci import CIError, write_workflow
+
+        try:
+            written = write_workflow(args.init_ci, config.course)
+        except CIError as exc:
+            return _usage(parser, str(exc))
+        print(f"wrote {written}; commit it to the course repository (see the README: grading pull requests)")
+        return OK
+    if args.gradescope_autograder is not None:
+        from grader.autograder import AutograderError, build_archive
+
+        try:
+            built = build_archive(args.gradescope_autograder, config)
+        except AutograderError as exc:
+            return _usage(parser, str(exc))
+        print(f"wrote {built}; upload it as the assignment's autograder on Gradescope (\"Zip file upload\")")
+        return OK
+    from grader.report import catalog
+    from grader.course import CourseError
+
+    _, pm = _judge_setup(config)
+    try:
+        if args.explain:
+            return catalog.explain(pm, config, args.explain, sys.stdout)
+        return catalog.list_checks(pm, config, sys.stdout)
+    except CourseError as exc:
+        return _course_error(exc)
+    except catalog.UnknownCheck as exc:
+        return _usage(parser, str(exc))
+
+
+def _course_error(exc: Exception) -> int:
+    print(f"grade: error: {exc}", file=sys.stderr)
+    return USAGE_ERROR
+
+
+def use_color(choice: str, stream: Any = None) -> bool:
+    """Colour for ``--color auto|always|never``: NO_COLOR turns it off, FORCE_COLOR on, else only on a terminal."""
+    if choice != "auto":
+        return choice == "always"
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR", "").strip().lower() not in ("", "0", "false", "no"):
+        return True
+    stream = sys.stdout if stream is None else stream
+    try:
+        return bool(stream.isatty()) and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):
+        return False
+
+
+def _config(parser: argparse.ArgumentParser, args: argparse.Namespace,
+            places: Sequence[Path] = ()) -> "RunConfig | int":
+    """The run's settings from the options and the course configuration, or the usage error's exit code."""
+    from grader.course import CourseError, find_course, load_course
+
     if args.timeout is not None and args.timeout <= 0:
         return _usage(parser, "--timeout must be positive")
-    if args.corpus is not None:
+    course = None
+    try:
+        if args.config is not None:
+            course = load_course(args.config)
+        elif not args.no_config:
+            found = find_course(places)
+            course = load_course(found) if found is not None else None
+    except CourseError as exc:
+        return _course_error(exc)
+    corpus = args.corpus if args.corpus is not None else (course.corpus if course is not None else None)
+    if corpus is not None:
         from grader.corpus import CorpusError, load_corpus
 
         try:
-            load_corpus(args.corpus)
+            load_corpus(corpus)
         except CorpusError as exc:
             return _usage(parser, str(exc))
-    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty() and "NO_COLOR" not in os.environ)
+    for folder in args.plugins:
+        if not folder.is_dir():
+            return _usage(parser, f"--plugins {folder}: not a folder; give the folder that holds the pack's check modules")
     if args.allow_unisolated and not args.authoritative:
         return _usage(parser, "--allow-unisolated only applies with --authoritative")
     secret = args.secret_seed if args.secret_seed is not None else os.environ.get(SECRET_ENV) or None
     if secret is not None and not secret.strip():
         return _usage(parser, "--secret-seed needs a non-empty text")
-    config = RunConfig(corpus_path=args.corpus, out_dir=args.out, hidden=args.hidden, check_timeout=args.timeout,
-                       verbose=args.verbose, color=color, secret=secret,
-                       isolation="allow-open" if args.allow_unisolated else "require" if args.authoritative else "auto")
+    timeout = args.timeout if args.timeout is not None else (course.timeout if course is not None else None)
+    config = RunConfig(corpus_path=corpus, out_dir=args.out, hidden=args.hidden, check_timeout=timeout,
+                       verbose=args.verbose, color=use_color(args.color), secret=secret,
+                       isolation="allow-open" if args.allow_unisolated else "require" if args.authoritative else "auto",
+                       course=course, memory_limit=course.memory_limit if course is not None else None,
+                       junit_path=args.junit, plugin_dirs=tuple(p.resolve() for p in args.plugins))
     return config
 
 
@@ -159,9 +275,19 @@ def _batch_problem(args: argparse.Namespace) -> Optional[str]:
     return None
 
 
-def run(folder: Path, config: RunConfig, fail_under: Optional[float] = None) -> int:
+def run(folder: Path, config: RunConfig, fail_under: Optional[float] = None, base: Optional[str] = None) -> int:
+    from grader.course import CourseError
     from grader.judge.runners import Runner, RunnerError
 
+    untrusted: tuple[str, ...] = ()
+    if base is not None:
+        from grader.ci import CIError, changed_outside
+
+        try:
+            untrusted = tuple(changed_outside(folder, base))
+        except CIError as exc:
+            print(f"grade: error: --base {base}: {exc}", file=sys.stderr)
+            return USAGE_ERROR
     runner = None
     try:
         runner = Runner(sandbox="require" if config.isolation == "require" else "auto")
@@ -176,11 +302,15 @@ def run(folder: Path, config: RunConfig, fail_under: Optional[float] = None) -> 
         report = engine.grade(folder, config, pm, runner, the_plan)
     except RunnerError as exc:
         return _runner_failed(exc, config)
+    except CourseError as exc:
+        return _course_error(exc)
     finally:
         if runner is not None:
             runner.stop()
     if config.isolation == "allow-open" and not runner.isolated:
         report = replace(report, notices=report.notices + (UNISOLATED,))
+    if untrusted:
+        report = replace(report, untrusted=untrusted, notices=(untrusted_notice(untrusted),) + report.notices)
     if config.out_dir is not None:
         try:
             config.out_dir.mkdir(parents=True, exist_ok=True)
@@ -207,22 +337,24 @@ def _judge_setup(config: RunConfig) -> tuple[RunConfig, Any]:
     torch.set_num_threads(1)  # the judge's reference runs must match the runner's
     if torch.cuda.is_available():
         config = replace(config, extra_devices=("cuda",))
-    return config, get_plugin_manager(reporters=True)
+    return config, get_plugin_manager(reporters=True, plugin_dirs=config.plugin_dirs)
 
 
 def run_batch(args: argparse.Namespace, config: RunConfig) -> int:
     """``grade --batch SUBMISSIONS/ --out RESULTS/``: every student, then the class files."""
+    from grader.course import CourseError
     from grader.judge.batch import BatchOptions, BatchUsageError, default_jobs, run_batch as grade_class
     from grader.judge.runners import RunnerError
 
-    config, pm = _judge_setup(config)
+    # the instructor's grade: hidden checks count
+    config, pm = _judge_setup(replace(config, hidden=True))
     pm.unregister(name="grader.report.terminal")  # one line per student instead of a summary each
     options = BatchOptions(submissions=args.batch, out=args.out, config=config, jobs=args.jobs or default_jobs(),
                            force=args.force, only=tuple(args.only),
                            sandbox="require" if config.isolation == "require" else "auto")
     try:
         outcome = grade_class(options, pm)
-    except BatchUsageError as exc:
+    except (BatchUsageError, CourseError) as exc:
         print(f"grade: error: {exc}", file=sys.stderr)
         return USAGE_ERROR
     except RunnerError as exc:
@@ -257,5 +389,14 @@ def _runner_failed(exc: Exception, config: RunConfig) -> int:
 #: said in the report of an --authoritative grade that ran without the sandbox (--allow-unisolated)
 UNISOLATED = ("not isolated: this grade was computed without the sandbox (--allow-unisolated), so the submission "
               "could have read the reference solutions; do not rely on it")
+
+
+def untrusted_notice(files: Sequence[str]) -> str:
+    """Said first in a report whose pull request changed files outside the exercise files."""
+    shown = ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "")
+    return (f"untrustworthy: this pull request changed files outside the exercise files ({shown}); "
+            "the grade shown here may not be the grader's own, so the instructor's grading decides")
+
+
 def entry_point() -> None:
     sys.exit(main())

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:  # pragma: no cover
+    from grader.course import Course
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,24 @@ class RunConfig:
     #: "auto": sandbox where it works, else process limits with a notice; "require": the grade counts,
     #: so never run student code unisolated; "allow-open": it counts, but may run unisolated (said in the report)
     isolation: str = "auto"
+    #: the course configuration (points, visibility, thresholds, limits); None: the grader's defaults
+    course: Optional["Course"] = None
+    #: bytes of memory (address space) a check's process may use; None: the grader's default
+    memory_limit: Optional[int] = None
+    #: write a JUnit XML report here (``--junit``)
+    junit_path: Optional[Path] = None
+    #: folders of check modules loaded as plugins (``--plugins``, an instructor's pack)
+    plugin_dirs: tuple[Path, ...] = ()
+
+    def setting(self, check_id: str, key: str, default: Any) -> Any:
+        """A check's tunable value (a threshold, a training budget): the course's, else ``default``.
+
+        Check modules build their checks with it and declare what they read in ``Check.settings``,
+        so that a configuration naming a setting no check has is an error.
+        """
+        if self.course is None:
+            return default
+        return self.course.setting(check_id, key, default)
 
     @property
     def devices(self) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from grader.hints import Hint
-from grader.results import Verdict
+from grader.results import VISIBILITIES, VISIBLE, Verdict
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,26 @@ class Check:
     probe: Probe
     #: ``judge(observed, **probe.params) -> Verdict``, executed in the grading process
     judge: Callable[..., Verdict]
+    #: kept from students (runs only with ``--hidden`` or in the instructor's grading); True means
+    #: visibility "after_published" unless ``visibility`` says otherwise
     hidden: bool = False
     #: why it matters, for the report (one sentence)
     explains: str = ""
+    #: when students see it (Gradescope's visible / hidden / after_due_date / after_published);
+    #: "" derives it from ``hidden``. A course configuration may change it.
+    visibility: str = ""
+    #: what a course configuration may tune, with the values this check was built with
+    #: (e.g. ``{"band": 0.05, "epochs": 8}``); each check module reads them with ``config.setting``
+    settings: dict[str, Any] = field(default_factory=dict)
+    #: the plugin that contributed it ("built-in", a pack's name), filled in by planning
+    pack: str = "built-in"
+
+    def __post_init__(self) -> None:
+        visibility = self.visibility or ("after_published" if self.hidden else VISIBLE)
+        if visibility not in VISIBILITIES:
+            raise ValueError(f"check {self.id}: visibility {visibility!r} is not one of {', '.join(VISIBILITIES)}")
+        object.__setattr__(self, "visibility", visibility)
+        object.__setattr__(self, "hidden", visibility != VISIBLE)
 
     @property
     def id(self) -> str:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import functools
 import importlib
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Sequence
 
 import pluggy
 
-from grader import PROJECT, hookspecs, registry
+from grader import PROJECT, hookspecs, packs, registry
 
 #: Entry-point group through which installed packages add checks or reporters.
 ENTRY_POINT_GROUP = "rnn_grader"
@@ -23,12 +24,15 @@ BUILTIN_REPORTERS = (
 )
 
 
-def get_plugin_manager(with_builtins: bool = True, reporters: bool = False, entry_points: bool = True) -> pluggy.PluginManager:
+def get_plugin_manager(with_builtins: bool = True, reporters: bool = False, entry_points: bool = True,
+                       plugin_dirs: Sequence[Path] = ()) -> pluggy.PluginManager:
     """A plugin manager with the hook specs added and, optionally, the built-in plugins.
 
     :param with_builtins: register the built-in exercises and checks.
     :param reporters: register the built-in reporters too.
     :param entry_points: load third-party plugins from the ``rnn_grader`` entry-point group.
+    :param plugin_dirs: folders of check modules to register (``--plugins``; see :mod:`grader.packs`).
+    :raises grader.packs.PackError: a pack cannot be imported.
     """
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
@@ -39,8 +43,20 @@ def get_plugin_manager(with_builtins: bool = True, reporters: bool = False, entr
             pm.register(importlib.import_module(name), name=name)
         if entry_points:
             pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-        pm.check_pending()
+    for folder in plugin_dirs:
+        packs.load_folder(pm, folder)
+    if with_builtins or plugin_dirs:
+        _check_pending(pm)
     return pm
+
+
+def _check_pending(pm: pluggy.PluginManager) -> None:
+    """pluggy's check, with the plugin and the misspelt hook named in words."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise packs.PackError(f"plugin {pm.get_name(exc.plugin) or exc.plugin}: {exc}; hooks a plugin may implement: "
+                              + ", ".join(name for name in dir(hookspecs) if name.startswith("grader_"))) from None
 
 
 def reference_hooks() -> dict[str, Callable]:

@@ -86,6 +86,9 @@ class Request:
     hook: Optional[str] = None
     #: keyword arguments of the probe, plain JSON data
     params: Mapping[str, Any] = field(default_factory=dict)
+    #: the probe module's source when it is not the grader's own (a check pack): the child builds the
+    #: module from it, so a pack needs no path in the sandbox and is seen only in its own runs
+    probe_source: str = ""
     #: module names served by stand-ins in place of files that hang or end the process at import
     stand_ins: tuple[str, ...] = ()
     #: attribute what the files change in the grader's world to the file that changed it

@@ -17,6 +17,10 @@ NOT_IMPLEMENTED = "not_implemented"
 SKIPPED = "skipped"  # could not run because something it needs is missing
 INTEGRITY = "integrity"  # points withheld: the submission tampered with the grader or used the reference
 
+#: when students see a check, in Gradescope's words; every value but VISIBLE keeps it from them for now
+VISIBLE = "visible"
+VISIBILITIES = (VISIBLE, "hidden", "after_due_date", "after_published")
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -56,6 +60,8 @@ class CheckResult:
     output: str = ""
     seconds: float = 0.0
     hidden: bool = False
+    #: when students see it on Gradescope: "visible", "hidden", "after_due_date" or "after_published"
+    visibility: str = "visible"
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,12 @@ class GradingReport:
     timed_out: tuple[str, ...] = ()
     #: CPU seconds of the processes that ran the submission's code (every check's child)
     cpu_seconds: float = 0.0
+    #: which course configuration graded it ("" for the grader's defaults), e.g. "grader.toml (sha256 1a2b3c4d)"
+    configuration: str = ""
+    #: hook name -> (file, line) of its ``def`` in the submission, for annotations and editor links
+    locations: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: files a pull request changed outside the exercise files (``--base``): the result cannot be trusted
+    untrusted: tuple[str, ...] = ()
 
     @property
     def percent(self) -> float:
@@ -103,6 +115,10 @@ class GradingReport:
 
     def all_checks(self) -> list[CheckResult]:
         return [c for ex in self.exercises for c in ex.checks]
+
+    def visible_checks(self) -> list[CheckResult]:
+        """The checks a student may see now (visibility "visible")."""
+        return [c for c in self.all_checks() if c.visibility == VISIBLE]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

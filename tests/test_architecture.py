@@ -26,7 +26,7 @@ from grader import registry
 
 GRADER = REPO / "grader"
 RUNNER_SIDE = ("grader.runner",)
-JUDGE_SIDE = ("grader.judge", "grader.report", "grader.cli", "grader.__main__")
+JUDGE_SIDE = ("grader.judge", "grader.report", "grader.cli", "grader.__main__", "grader.pytest_plugin")
 
 
 def module_name(path: Path) -> str:

@@ -423,7 +423,7 @@ def reference_training(setup: dict, epochs: int, num_preds: int) -> dict:
     return _reference_training(json.dumps(setup, sort_keys=True), epochs, num_preds)
 
 
-def judge_train(observed: Any, train: dict, **_: Any) -> Verdict:
+def judge_train(observed: Any, train: dict, band: float = BAND, **_: Any) -> Verdict:
     setup, epochs, num_preds = train["setup"], train["epochs"], train["num_preds"]
     observed = observed["train"]
     if "error" in observed:
@@ -436,7 +436,7 @@ def judge_train(observed: Any, train: dict, **_: Any) -> Verdict:
                                               "perplexity per epoch: the grader's training loop on your model",
                                               xlabel="epoch", ylabel="perplexity")}
     final, target = got[-1], want[-1]
-    low, high = target * (1 - BAND), target * (1 + BAND)
+    low, high = target * (1 - band), target * (1 + band)
     if not math.isfinite(final) or not low <= final <= high:
         return Verdict.failed(
             f"after {epochs} epochs of the grader's training loop your model's perplexity is {final:.4g}, outside "
@@ -465,11 +465,13 @@ def _references(params: dict) -> None:
 
 @hookimpl
 def grader_checks(config):
+    band = config.setting(f"{EXERCISE}.train", "band", BAND)
+    epochs = config.setting(f"{EXERCISE}.train", "epochs", EPOCHS)
     params = secret_params(dict(
         scratch=dict(SCRATCH), layers={k: dict(v) for k, v in LAYERS.items()}, case=dict(LAYER_CASE),
         # on 'meta' torch runs recurrent layers step by step in Python, so the device runs are kept short
         devices=list(config.devices), device_layers=["deep_bi_rnn", "lstm"], device_case=dict(LAYER_CASE, num_steps=3),
-        train=dict(setup=dict(TRAIN, corpus=corpus_spec(config)), epochs=EPOCHS, num_preds=NUM_PREDS),
+        train=dict(setup=dict(TRAIN, corpus=corpus_spec(config)), epochs=epochs, num_preds=NUM_PREDS),
     ), config.secret)
     # one run for every check: each reads its part of it
     run = Probe("rnn_model", probe_concise, params, timeout=20.0, reference=functools.partial(_references, params))
@@ -480,8 +482,11 @@ def grader_checks(config):
               2, run, judge_begin_state),
         Check(EXERCISE, "layers", "deep, bidirectional, GRU and LSTM layers give the reference model's outputs and "
                                   "states", 2, run, judge_layers),
-        Check(EXERCISE, "train", f"the grader's train_epoch and predict run on it; perplexity after {EPOCHS} epochs "
-                                 f"within {BAND:.0%} of the reference's", 2, run, judge_train),
+        Check(EXERCISE, "train", f"the grader's train_epoch and predict run on it; perplexity after {epochs} epochs "
+                                 f"within {band:.0%} of the reference's", 2, run, functools.partial(judge_train, band=band),
+              settings=dict(band=float(band), epochs=int(epochs)),
+              explains="The grader's own training loop trains the student's model on the seeded corpus; its perplexity "
+                       "must land in the band around the reference model's on the same budget."),
     ]
     for device in config.devices:
         checks.append(Check(EXERCISE, f"device.{device}", f"begin_state and forward stay on the device ({device})",

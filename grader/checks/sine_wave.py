@@ -339,7 +339,7 @@ def _trained(seed: int, input_dim: int, hidden_dim: int, out_dim: int, iteration
     return train_sine(model, seed, hidden_dim, iterations, lr)
 
 
-def judge_training(observed: Any, train: dict, **_: Any) -> Verdict:
+def judge_training(observed: Any, train: dict, mse_factor: float = MSE_FACTOR, **_: Any) -> Verdict:
     iterations, out_dim = train["iterations"], train["out_dim"]
     observed = observed["train"]
     if "error" in observed:
@@ -355,7 +355,7 @@ def judge_training(observed: Any, train: dict, **_: Any) -> Verdict:
                               f"{tuple(got) if got else 'unknown'}, expected (1, {NUM_POINTS - 1}, {out_dim})")
     ref = reference_training(**train)
     mse, want = eval_mse(observed["predictions"], train["seed"]), ref["mse"]
-    limit = MSE_FACTOR * want
+    limit = mse_factor * want
     first = eval_starts(train["seed"])[0]
     x = [round(v, 4) for v in np.linspace(first, first + SPAN, NUM_POINTS)[1:].tolist()]
     truth = [round(math.sin(v), 5) for v in np.linspace(first, first + SPAN, NUM_POINTS)[1:].tolist()]
@@ -379,7 +379,7 @@ def judge_training(observed: Any, train: dict, **_: Any) -> Verdict:
     if mse > limit:
         return Verdict.failed(
             f"after {iterations} Adam steps the one-step-ahead MSE (mean over starts {', '.join(map(str, eval_starts(train['seed'])))}) is "
-            f"{mse:.4g}, above {limit:.4g} ({MSE_FACTOR:g}x the reference's {want:.4g} on the same budget)"
+            f"{mse:.4g}, above {limit:.4g} ({mse_factor:g}x the reference's {want:.4g} on the same budget)"
             + _training_hint(mse, hidden), figures=figures)
     return Verdict.passed(f"eval MSE {mse:.4g} after {iterations} Adam steps (reference {want:.4g}, pass below {limit:.4g})",
                           figures=figures)
@@ -417,7 +417,10 @@ def _unregistered_note(hidden: list) -> str:
 
 @hookimpl
 def grader_checks(config):
-    params = secret_params(dict(forward=dict(FORWARD), devices=list(config.devices), train=dict(TRAIN)), config.secret)
+    mse_factor = config.setting(f"{EXERCISE}.training", "mse_factor", MSE_FACTOR)
+    iterations = config.setting(f"{EXERCISE}.training", "iterations", TRAIN["iterations"])
+    params = secret_params(dict(forward=dict(FORWARD), devices=list(config.devices),
+                                train=dict(TRAIN, iterations=iterations)), config.secret)
     # one run for every check: each reads its part of it
     run = Probe("sine_model", probe_sine, params, reference=functools.partial(reference_training, **params["train"]))
 
@@ -429,8 +432,9 @@ def grader_checks(config):
         check("forward.batch_first", "x is batch first: each row is its own sequence", 1, judge_batch_first),
         check("forward.uses_h0", "the outputs start from the h0 passed in", 1, judge_uses_h0),
         check("forward.returns_h", "the returned h is the final state: two halves give the whole", 1, judge_returns_h),
-        check("training", f"the grader's Adam loop brings the eval MSE within {MSE_FACTOR:g}x of the reference's", 4,
-              judge_training, explains="The lesson's loop: Adam (lr 1e-3), one sequence per step from h0 = 0, "
+        check("training", f"the grader's Adam loop brings the eval MSE within {mse_factor:g}x of the reference's", 4,
+              functools.partial(judge_training, mse_factor=mse_factor),
+              settings=dict(mse_factor=float(mse_factor), iterations=int(iterations)), explains="The lesson's loop: Adam (lr 1e-3), one sequence per step from h0 = 0, "
                                        "a fixed seeded budget."),
     ]
     for device in config.devices:

@@ -52,7 +52,7 @@ def probe_train(ctx, setup: dict, epochs: int, **options: Any) -> Any:
 # ---------------------------------------------------------------- judges
 
 
-def judge_perplexity(observed: Any, setup: dict, epochs: int, **options: Any) -> Verdict:
+def judge_perplexity(observed: Any, setup: dict, epochs: int, band: float = BAND, **options: Any) -> Verdict:
     ref = reference_training(Setup(**setup), epochs)
     got = [e["observed_ppl"] for e in observed["epochs"]]
     want = [e["observed_ppl"] for e in ref["epochs"]]
@@ -61,7 +61,7 @@ def judge_perplexity(observed: Any, setup: dict, epochs: int, **options: Any) ->
     if observed["num_batches"] == 0:
         return Verdict.failed("train_epoch never called the loss: no training happened", figures={"perplexity": figures})
     final, target = got[-1], want[-1]
-    low, high = target * (1 - BAND), target * (1 + BAND)
+    low, high = target * (1 - band), target * (1 + band)
     if not math.isfinite(final):
         return Verdict.failed("training diverged: the perplexity is not finite", figures={"perplexity": figures, **summary})
     if final < low:
@@ -79,7 +79,7 @@ def judge_perplexity(observed: Any, setup: dict, epochs: int, **options: Any) ->
             f"(band {low:.3g}-{high:.3g}){hint}", figures={"perplexity": figures, **summary})
     # The per-epoch perplexities are the child's word; the trained parameters are not: the judge scores them itself.
     mine, theirs = evaluated_perplexity(observed.get("params"), setup), evaluated_perplexity(ref["params"], setup)
-    if mine is None or not theirs * (1 - BAND) <= mine <= theirs * (1 + BAND):
+    if mine is None or not theirs * (1 - band) <= mine <= theirs * (1 + band):
         return Verdict.failed(
             f"the parameters recorded after {epochs} epochs are not consistent with the perplexity the run reported: "
             f"they score {rounded(mine, 4) if mine is not None else 'nothing'} on the training text, where the "
@@ -287,12 +287,17 @@ def grader_checks(config):
         return Probe("train_epoch", probe_train, params, timeout=20.0, hints=HINTS,
                      reference=functools.partial(_behaviour_reference, params))
 
-    full = Probe("train_epoch", probe_train, dict(setup=setup, epochs=EPOCHS, keep_params=True), timeout=40.0,
-                 hints=HINTS, reference=functools.partial(_full_reference, setup))
+    # a course may widen the band or change the budget (then give the check a matching timeout)
+    band = config.setting(f"{EXERCISE}.perplexity", "band", BAND)
+    epochs = config.setting(f"{EXERCISE}.perplexity", "epochs", EPOCHS)
+    full = Probe("train_epoch", probe_train, dict(setup=setup, epochs=epochs, keep_params=True), timeout=40.0,
+                 hints=HINTS, reference=functools.partial(_full_reference, setup, epochs))
     sequential = probe()  # read by the state and the labels checks
     return [
-        Check(EXERCISE, "perplexity", f"perplexity after {EPOCHS} seeded epochs matches the reference's", 4, full,
-              judge_perplexity),
+        Check(EXERCISE, "perplexity", f"perplexity after {epochs} seeded epochs within {band:.0%} of the reference's", 4,
+              full, functools.partial(judge_perplexity, band=band), settings=dict(band=float(band), epochs=int(epochs)),
+              explains="The student's train_epoch trains the scratch model on the seeded corpus; its last epoch's "
+                       "perplexity and the judge's own evaluation of the trained parameters must both fall in the band."),
         Check(EXERCISE, "reported", "returns (exp(mean loss), tokens per second)", 3, probe(epochs=2), judge_reported),
         Check(EXERCISE, "state.sequential", "sequential sampling: fresh state once, then carried and detached", 3,
               sequential, judge_sequential_state),
@@ -313,6 +318,5 @@ def _behaviour_reference(params: dict) -> None:
                  params["max_batches"])
 
 
-def _full_reference(setup: dict) -> None:
-    reference_training(Setup(**setup), EPOCHS)
-    evaluated_perplexity(reference_training(Setup(**setup), EPOCHS)["params"], setup)
+def _full_reference(setup: dict, epochs: int) -> None:
+    evaluated_perplexity(reference_training(Setup(**setup), epochs)["params"], setup)

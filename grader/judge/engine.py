@@ -9,6 +9,7 @@ checks reading that run.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import threading
 import time
@@ -19,12 +20,13 @@ from typing import Any, Iterable, Iterator, Optional
 import grader
 from grader.config import RunConfig
 from grader.corpus import corpus_facts, corpus_spec
+from grader.packs import PACK_PREFIX, probe_source
 from grader.definitions import Check, Exercise, Probe
 from grader.judge.answers import parts_without
 from grader.judge.loading import LoadedFiles, load, read_submission, run_timeout
 from grader.judge.runners import Runner
 from grader.judge.verdicts import decode, verdict_for
-from grader.protocol import DEFAULT_LIMITS, Request, Status
+from grader.protocol import DEFAULT_LIMITS, Limits, Request, Status
 from grader.registry import file_name
 from grader.secret import submission_secret
 from grader.results import ERROR, INTEGRITY, NOT_IMPLEMENTED, CheckResult, ExerciseResult, GradingReport, Verdict
@@ -70,15 +72,38 @@ class Plan:
 
 
 def plan(pm: Any, config: RunConfig) -> Plan:
+    """The checks every plugin contributes, as the course configures them, in exercise order.
+
+    Raises :class:`~grader.course.CourseError` when the configuration names what does not exist.
+    """
     exercises = [ex for group in pm.hook.grader_exercises() for ex in group]
-    order = {ex.name: i for i, ex in enumerate(exercises)}
-    checks = [c for group in pm.hook.grader_checks(config=config) for c in group]
-    checks = [c for c in checks if config.hidden or not c.hidden]
-    unknown = sorted({c.exercise for c in checks} - set(order))
+    checks = contributed_checks(pm, config)
+    unknown = sorted({c.exercise for c in checks} - {ex.name for ex in exercises})
     if unknown:
         raise ValueError(f"checks name unknown exercises: {', '.join(unknown)}")
+    if config.course is not None:
+        checks, exercises = config.course.apply(checks, exercises)
+    order = {ex.name: i for i, ex in enumerate(exercises)}
+    checks = [c for c in checks if config.hidden or not c.hidden]
     checks.sort(key=lambda c: order[c.exercise])  # stable: keeps each plugin's own order
     return Plan(exercises, checks)
+
+
+def contributed_checks(pm: Any, config: RunConfig) -> list[Check]:
+    """Every plugin's checks, each marked with the pack it came from ("built-in" for the grader's own)."""
+    checks: list[Check] = []
+    for impl in reversed(pm.hook.grader_checks.get_hookimpls()):  # pluggy's call order
+        given = [config if name == "config" else None for name in impl.argnames]
+        pack = pack_name(impl.plugin_name)
+        checks += [c if c.pack == pack else replace(c, pack=pack) for c in impl.function(*given) or ()]
+    return checks
+
+
+def pack_name(plugin_name: str) -> str:
+    """How reports name the plugin a check came from."""
+    if plugin_name.startswith("grader."):
+        return "built-in"
+    return plugin_name.removeprefix(PACK_PREFIX).split("/", 1)[0]
 
 
 def warm_up(the_plan: Plan) -> None:
@@ -161,14 +186,22 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
         problems=tuple(problems), implemented=dict(where), notices=tuple(notices),
         seconds=round(time.monotonic() - started, 3), corpus=corpus_facts(corpus_spec(config)),
         grader_version=grader.__version__, timed_out=tuple(sorted(out_of_time)), cpu_seconds=round(cpu, 3),
+        configuration=config.course.describe() if config.course is not None else "",
+        locations=hook_locations(files, where),
     )
 
 
 def _request(probe: Probe, submission: LoadedFiles, config: RunConfig) -> Request:
     timeout = run_timeout(probe.timeout, config)
-    return Request(files=submission.files, timeout=timeout, limits=DEFAULT_LIMITS.for_timeout(timeout),
+    return Request(files=submission.files, timeout=timeout, limits=limits_for(config, timeout),
                    probe=probe.path, hook=probe.hook, params=probe.params, stand_ins=submission.stand_ins,
-                   reference=parts_without(probe.hook))
+                   reference=parts_without(probe.hook), probe_source=probe_source(probe.run))
+
+
+def limits_for(config: RunConfig, timeout: float) -> Limits:
+    """The limits of a run: the default ones, or the course's memory, with CPU time after the timeout."""
+    limits = DEFAULT_LIMITS if config.memory_limit is None else replace(DEFAULT_LIMITS, address_space=config.memory_limit)
+    return limits.for_timeout(timeout)
 
 
 def _integrity_by_exercise(events: list[tuple[Check, dict]], where: dict[str, str], the_plan: Plan) -> dict[str, list[str]]:
@@ -199,8 +232,27 @@ def _record(check: Check, verdict: Verdict, output: str = "", seconds: float = 0
         check_id=check.id, exercise=check.exercise, title=check.title, hooks=(check.hook,),
         max_points=float(check.points), points=round(check.points * fraction, 6), status=verdict.status,
         message=verdict.message, details=verdict.details, figures=dict(verdict.figures), output=output,
-        seconds=seconds, hidden=check.hidden,
+        seconds=seconds, hidden=check.hidden, visibility=check.visibility,
     )
+
+
+def hook_locations(files: dict[str, str], where: dict[str, str]) -> dict[str, tuple[str, int]]:
+    """hook -> (file, line of its ``def``), read from the source without running it (for annotations)."""
+    found: dict[str, tuple[str, int]] = {}
+    for hook, name in where.items():
+        source = files.get(name)
+        if source is None:
+            continue
+        try:
+            tree = ast.parse(source)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == hook:
+                found[hook] = (name, node.lineno)
+        if hook not in found:  # defined under another name, or nested: the file at least
+            found[hook] = (name, 1)
+    return found
 
 
 def _exercise_figures(checks: Iterable[CheckResult]) -> dict:

@@ -48,9 +48,18 @@ def config_key(config: RunConfig) -> str:
         except OSError:
             corpus = str(config.corpus_path)
     secret = hashlib.sha256(b"rnn-grader secret\0" + config.secret.encode()).hexdigest() if config.secret else None
+    packs = {}
+    for folder in config.plugin_dirs:  # a pack's checks decide grades as much as the grader's own
+        for path in sorted(Path(folder).glob("*.py")):
+            try:
+                packs[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError:
+                packs[str(path)] = None
     settings = {"grader": grader.__version__, "code": code_key(), "torch": torch.__version__, "corpus": corpus,
                 "hidden": config.hidden, "timeout": config.check_timeout, "devices": list(config.devices),
-                "secret": secret, "isolation": config.isolation}
+                "secret": secret, "isolation": config.isolation, "packs": packs,
+                "course": config.course.digest if config.course is not None else None,
+                "memory": config.memory_limit}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
 
 

@@ -352,6 +352,7 @@ def build_context(report: GradingReport) -> dict[str, Any]:
     return {
         "submission": one_line(report.submission, 1000),
         "version": one_line(report.grader_version, 50),
+        "configuration": one_line(report.configuration, 1000),
         "seconds": fmt_points(report.seconds) if report.seconds else "",
         "points": fmt_points(report.points),
         "max_points": fmt_points(report.max_points),

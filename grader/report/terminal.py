@@ -120,6 +120,8 @@ def format_summary(
     paint = _Painter(config.color)
     version = f"rnn-grader {report.grader_version}" if report.grader_version else "rnn-grader"
     lines = [f"{paint(version, 'bold')}: grading {one_line(report.submission, 1000)}"]
+    if report.configuration:
+        lines.append(paint(f"configuration: {one_line(report.configuration, 1000)}", "dim"))
 
     if report.problems:
         lines += ["", paint("File problems:", "bold")]

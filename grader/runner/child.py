@@ -155,7 +155,7 @@ def run_probe(request: Request, folder: Path, snapshot: Snapshot, reference: dic
             result: Any = {"value": loaded_hooks(loaded)}
         else:
             module_name, _, func_name = request.probe.partition(":")
-            probe = getattr(importlib.import_module(module_name), func_name)
+            probe = getattr(probe_module(module_name, request.probe_source), func_name)
             isolate(loaded, {request.hook} if request.hook else set(), reference)
             ctx = ProbeContext(loaded, reference, request.hook)
             result = {"value": probe(ctx, **request.params)}
@@ -183,6 +183,17 @@ def run_probe(request: Request, folder: Path, snapshot: Snapshot, reference: dic
 
 #: files imported side by side when a submission's files are loaded one by one
 SIDE_BY_SIDE = 4
+
+
+def probe_module(name: str, source: str) -> types.ModuleType:
+    """The probe's module: the grader's own by import, a pack's built afresh from the source the request carries."""
+    if not source:
+        return importlib.import_module(name)
+    module = types.ModuleType(name)
+    module.__file__ = f"<check pack {name}>"
+    sys.modules[name] = module  # its functions' __module__ must resolve, e.g. for dataclasses
+    exec(compile(source, module.__file__, "exec"), module.__dict__)
+    return module
 
 
 def load_separately(folder: Path, per_file: float, budget: float) -> dict:
