@@ -182,15 +182,16 @@ def _course_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -
             return _usage(parser, str(exc))
         print(f"wrote {built}; upload it as the assignment's autograder on Gradescope (\"Zip file upload\")")
         return OK
-    from grader.report import catalog
     from grader.course import CourseError
+    from grader.packs import PackError
+    from grader.report import catalog
 
-    _, pm = _judge_setup(config)
     try:
+        _, pm = _judge_setup(config)
         if args.explain:
             return catalog.explain(pm, config, args.explain, sys.stdout)
         return catalog.list_checks(pm, config, sys.stdout)
-    except CourseError as exc:
+    except (CourseError, PackError) as exc:
         return _course_error(exc)
     except catalog.UnknownCheck as exc:
         return _usage(parser, str(exc))
@@ -278,6 +279,7 @@ def _batch_problem(args: argparse.Namespace) -> Optional[str]:
 def run(folder: Path, config: RunConfig, fail_under: Optional[float] = None, base: Optional[str] = None) -> int:
     from grader.course import CourseError
     from grader.judge.runners import Runner, RunnerError
+    from grader.packs import PackError
 
     untrusted: tuple[str, ...] = ()
     if base is not None:
@@ -302,7 +304,7 @@ def run(folder: Path, config: RunConfig, fail_under: Optional[float] = None, bas
         report = engine.grade(folder, config, pm, runner, the_plan)
     except RunnerError as exc:
         return _runner_failed(exc, config)
-    except CourseError as exc:
+    except (CourseError, PackError) as exc:
         return _course_error(exc)
     finally:
         if runner is not None:
@@ -343,11 +345,15 @@ def _judge_setup(config: RunConfig) -> tuple[RunConfig, Any]:
 def run_batch(args: argparse.Namespace, config: RunConfig) -> int:
     """``grade --batch SUBMISSIONS/ --out RESULTS/``: every student, then the class files."""
     from grader.course import CourseError
+    from grader.packs import PackError
     from grader.judge.batch import BatchOptions, BatchUsageError, default_jobs, run_batch as grade_class
     from grader.judge.runners import RunnerError
 
     # the instructor's grade: hidden checks count
-    config, pm = _judge_setup(replace(config, hidden=True))
+    try:
+        config, pm = _judge_setup(replace(config, hidden=True))
+    except PackError as exc:
+        return _course_error(exc)
     pm.unregister(name="grader.report.terminal")  # one line per student instead of a summary each
     options = BatchOptions(submissions=args.batch, out=args.out, config=config, jobs=args.jobs or default_jobs(),
                            force=args.force, only=tuple(args.only),

@@ -54,8 +54,12 @@ def load_folder(pm: Any, folder: Path) -> list[str]:
 
 
 def _import(path: Path) -> Any:
-    # a name no submission file or installed package can have, stable for the same file
-    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:10]
+    # a name no submission file or installed package can have, the same for the same file and content
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise PackError(f"{path}: cannot be read ({exc.strerror})") from None
+    digest = hashlib.sha256(str(path.resolve()).encode() + b"\0" + content).hexdigest()[:10]
     stem = re.sub(r"\W", "_", path.stem)
     name = f"_grader_pack_{digest}_{stem}"
     if name in sys.modules:

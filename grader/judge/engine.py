@@ -92,7 +92,8 @@ def plan(pm: Any, config: RunConfig) -> Plan:
 def contributed_checks(pm: Any, config: RunConfig) -> list[Check]:
     """Every plugin's checks, each marked with the pack it came from ("built-in" for the grader's own)."""
     checks: list[Check] = []
-    for impl in reversed(pm.hook.grader_checks.get_hookimpls()):  # pluggy's call order
+    # registration order: the built-in checks first, then installed packs, then --plugins folders
+    for impl in pm.hook.grader_checks.get_hookimpls():
         given = [config if name == "config" else None for name in impl.argnames]
         pack = pack_name(impl.plugin_name)
         checks += [c if c.pack == pack else replace(c, pack=pack) for c in impl.function(*given) or ()]

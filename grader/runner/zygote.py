@@ -231,7 +231,9 @@ class Zygote:
 
     def serve_one(self, request: Request, reference_size: int) -> None:
         """Run one request whose reference bytes wait on stdin; write the reply to stdout."""
-        if request.probe is not None:  # imported here, once, rather than in every child
+        # the grader's probe modules are imported here, once, rather than in every child; a pack's
+        # module is built in the child from the source its request carries, never kept here
+        if request.probe is not None and not request.probe_source:
             importlib.import_module(request.probe.partition(":")[0])
         folder = _stage(request.files)
         try:
