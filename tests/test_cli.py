@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from conftest import REFERENCE, REPO
+from grader import cli
 
 
 def grade(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
@@ -74,3 +75,30 @@ def test_grading_is_deterministic(tmp_path):
 
     strip = lambda rows: [r for r in rows if "tokens/s" not in r[3]]  # noqa: E731 - speed differs run to run
     assert strip(scores(tmp_path / "a")) == strip(scores(tmp_path / "b"))
+
+
+class _Stream:
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize("env, tty, choice, expected", [
+    ({}, True, "auto", True),
+    ({}, False, "auto", False),                       # a CI log: plain text
+    ({"NO_COLOR": "1"}, True, "auto", False),
+    ({"FORCE_COLOR": "1"}, False, "auto", True),      # forced in a CI log
+    ({"FORCE_COLOR": "0"}, False, "auto", False),
+    ({"NO_COLOR": "1", "FORCE_COLOR": "1"}, True, "auto", False),
+    ({"TERM": "dumb"}, True, "auto", False),
+    ({"NO_COLOR": "1"}, False, "always", True),       # the option wins over the environment
+    ({"FORCE_COLOR": "1"}, True, "never", False),
+])
+def test_colour_follows_the_option_then_no_color_and_force_color(monkeypatch, env, tty, choice, expected):
+    for name in ("NO_COLOR", "FORCE_COLOR", "TERM"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli.use_color(choice, _Stream(tty)) is expected
