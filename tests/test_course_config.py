@@ -235,3 +235,13 @@ def test_an_installed_pack_registers_through_the_entry_point(tmp_path):
     plain = subprocess.run([sys.executable, "-m", "grader", "--list-checks", "--no-config"], capture_output=True,
                            text=True, timeout=300, cwd=tmp_path)
     assert PACK_CHECK not in plain.stdout
+
+
+def test_the_memory_limit_is_the_courses(tmp_path, runner, submission):
+    path = course(tmp_path, 'include = ["grad_clipping"]\nmemory_mb = 3072\n')
+    config = RunConfig(course=load_course(path), memory_limit=load_course(path).memory_limit)
+    hog = "from grader import hookimpl\n\n\n@hookimpl\ndef grad_clipping(net, theta):\n    bytearray(7 << 29)\n"
+    report = engine.grade(submission({"grad_clipping.py": hog}), config, get_plugin_manager(), runner)
+    messages = [c.message for c in report.all_checks()]
+    assert all(c.status == "error" for c in report.all_checks())
+    assert all("3 GiB memory limit" in m for m in messages), messages

@@ -50,16 +50,18 @@ class Plan:
     #: back and the plan's parameters, so identical results (a class of similar submissions) are judged once
     verdicts: dict[tuple[str, bytes], Verdict] = field(default_factory=dict, repr=False)
     verdicts_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: bytes of memory each run may use, named when one runs out
+    memory_limit: int = DEFAULT_LIMITS.address_space
 
     def judged(self, check: Check, decoded: Any, result: Optional[bytes]) -> Verdict:
         """``verdict_for(check, decoded)``, remembered for results seen before."""
         if result is None or decoded.failure is not None:
-            return verdict_for(check, decoded)
+            return verdict_for(check, decoded, self.memory_limit)
         key = (check.id, hashlib.sha256(result).digest())
         with self.verdicts_lock:
             known = self.verdicts.get(key)
         if known is None:
-            known = verdict_for(check, decoded)
+            known = verdict_for(check, decoded, self.memory_limit)
             with self.verdicts_lock:
                 if len(self.verdicts) >= MAX_REMEMBERED:
                     self.verdicts.clear()
@@ -86,7 +88,7 @@ def plan(pm: Any, config: RunConfig) -> Plan:
     order = {ex.name: i for i, ex in enumerate(exercises)}
     checks = [c for c in checks if config.hidden or not c.hidden]
     checks.sort(key=lambda c: order[c.exercise])  # stable: keeps each plugin's own order
-    return Plan(exercises, checks)
+    return Plan(exercises, checks, memory_limit=config.memory_limit or DEFAULT_LIMITS.address_space)
 
 
 def contributed_checks(pm: Any, config: RunConfig) -> list[Check]:

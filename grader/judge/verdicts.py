@@ -73,8 +73,8 @@ def ended(reply: Reply) -> str:
     return f"exited (status {reply.exit_code}) before the check finished"
 
 
-def verdict_for(check: Check, decoded: Decoded) -> Verdict:
-    """The check's verdict on a decoded run."""
+def verdict_for(check: Check, decoded: Decoded, memory_limit: int = DEFAULT_LIMITS.address_space) -> Verdict:
+    """The check's verdict on a decoded run (``memory_limit``: the run's, to name it)."""
     if decoded.failure is not None:
         return decoded.failure
     value = decoded.value
@@ -83,8 +83,8 @@ def verdict_for(check: Check, decoded: Decoded) -> Verdict:
     if "error" in value:
         message = _short(value["error"], 2400)  # the runner's own descriptions are at most this long
         if value.get("limit") == "memory":
-            limit = DEFAULT_LIMITS.address_space >> 30
-            return Verdict(ERROR, f"{check.hook} exceeded the {limit} GiB memory limit ({message[:300]})")
+            limit = f"{memory_limit / (1 << 30):g} GiB" if memory_limit >= 1 << 30 else f"{memory_limit >> 20} MiB"
+            return Verdict(ERROR, f"{check.hook} exceeded the {limit} memory limit ({message[:300]})")
         return Verdict(ERROR, f"{check.hook} raised {message}{hint_for(message, check.probe.hints)}")
     try:
         verdict = check.judge(value.get("value"), **check.probe.params)
