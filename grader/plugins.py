@@ -21,6 +21,8 @@ BUILTIN_REPORTERS = (
     "grader.report.terminal",
     "grader.report.html",
     "grader.report.gradescope",
+    "grader.report.junit",
+    "grader.report.github",
 )
 
 

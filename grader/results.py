@@ -63,6 +63,12 @@ class CheckResult:
     #: when students see it on Gradescope: "visible", "hidden", "after_due_date" or "after_published"
     visibility: str = "visible"
 
+    def __post_init__(self) -> None:
+        # one truth: a record made with hidden=True alone is kept from students too
+        if self.hidden and self.visibility == VISIBLE:
+            object.__setattr__(self, "visibility", "after_published")
+        object.__setattr__(self, "hidden", self.visibility != VISIBLE)
+
 
 @dataclass(frozen=True)
 class FileProblem:

@@ -11,6 +11,8 @@ _REPORTER_OUTPUT = {
     "grader.report.terminal": "the terminal summary",
     "grader.report.html": "the html report",
     "grader.report.gradescope": "results.json (Gradescope)",
+    "grader.report.junit": "the JUnit XML report (--junit)",
+    "grader.report.github": "the GitHub Actions summary and annotations",
 }
 
 

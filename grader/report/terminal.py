@@ -179,7 +179,12 @@ class TerminalReporter:
 
     @hookimpl(trylast=True)
     def grader_report(self, report: GradingReport, config: RunConfig) -> None:
-        _write(self.stream, self.summary(report, config))
+        from grader.report import github
+
+        text = self.summary(report, config)
+        if github.active():  # a submission's printed "::error::..." must not act as a workflow command
+            text = github.defuse_commands(text)
+        _write(self.stream, text)
 
 
 _default = TerminalReporter()
