@@ -183,11 +183,12 @@ def _course_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         print(f"wrote {built}; upload it as the assignment's autograder on Gradescope (\"Zip file upload\")")
         return OK
     from grader.course import CourseError
+    from grader.judge.single import judge_setup
     from grader.packs import PackError
     from grader.report import catalog
 
     try:
-        _, pm = _judge_setup(config)
+        _, pm = judge_setup(config)
         if args.explain:
             return catalog.explain(pm, config, args.explain, sys.stdout)
         return catalog.list_checks(pm, config, sys.stdout)
@@ -278,7 +279,8 @@ def _batch_problem(args: argparse.Namespace) -> Optional[str]:
 
 def run(folder: Path, config: RunConfig, fail_under: Optional[float] = None, base: Optional[str] = None) -> int:
     from grader.course import CourseError
-    from grader.judge.runners import Runner, RunnerError
+    from grader.judge.runners import RunnerError
+    from grader.judge.single import grade_folder
     from grader.packs import PackError
 
     untrusted: tuple[str, ...] = ()
@@ -290,26 +292,14 @@ def run(folder: Path, config: RunConfig, fail_under: Optional[float] = None, bas
         except CIError as exc:
             print(f"grade: error: --base {base}: {exc}", file=sys.stderr)
             return USAGE_ERROR
-    runner = None
     try:
-        runner = Runner(sandbox="require" if config.isolation == "require" else "auto")
-        runner.launch()  # it imports torch while this process does the same and prepares the reference
-        config, pm = _judge_setup(config)
-        from grader.judge import engine
-
-        the_plan = None  # with a secret the inputs depend on the submission: engine.grade plans once it is read
-        if not config.secret:
-            the_plan = engine.plan(pm, config)
-            engine.warm_up(the_plan)  # the reference's side of every check, while the runner starts
-        report = engine.grade(folder, config, pm, runner, the_plan)
+        graded = grade_folder(folder, config)
     except RunnerError as exc:
         return _runner_failed(exc, config)
     except (CourseError, PackError) as exc:
         return _course_error(exc)
-    finally:
-        if runner is not None:
-            runner.stop()
-    if config.isolation == "allow-open" and not runner.isolated:
+    report, pm, config = graded.report, graded.pm, graded.config
+    if config.isolation == "allow-open" and not graded.isolated:
         report = replace(report, notices=report.notices + (UNISOLATED,))
     if untrusted:
         report = replace(report, untrusted=untrusted, notices=(untrusted_notice(untrusted),) + report.notices)
@@ -327,23 +317,9 @@ def run(folder: Path, config: RunConfig, fail_under: Optional[float] = None, bas
     return OK
 
 
-def _judge_setup(config: RunConfig) -> tuple[RunConfig, Any]:
-    """Torch as the runner has it, the devices there are, and the plugin manager with the reporters."""
-    import torch
-
-    from grader import refcache
-    from grader.plugins import get_plugin_manager
-
-    # the reference's computations come from the disk cache when they can; never a secret seed's inputs
-    refcache.configure(False if config.secret else None)
-    torch.set_num_threads(1)  # the judge's reference runs must match the runner's
-    if torch.cuda.is_available():
-        config = replace(config, extra_devices=("cuda",))
-    return config, get_plugin_manager(reporters=True, plugin_dirs=config.plugin_dirs)
-
-
 def run_batch(args: argparse.Namespace, config: RunConfig) -> int:
     """``grade --batch SUBMISSIONS/ --out RESULTS/``: every student, then the class files."""
+    from grader.judge.single import judge_setup
     from grader.course import CourseError
     from grader.packs import PackError
     from grader.judge.batch import BatchOptions, BatchUsageError, default_jobs, run_batch as grade_class
@@ -351,7 +327,7 @@ def run_batch(args: argparse.Namespace, config: RunConfig) -> int:
 
     # the instructor's grade: hidden checks count
     try:
-        config, pm = _judge_setup(replace(config, hidden=True))
+        config, pm = judge_setup(replace(config, hidden=True))
     except PackError as exc:
         return _course_error(exc)
     pm.unregister(name="grader.report.terminal")  # one line per student instead of a summary each

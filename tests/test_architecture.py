@@ -26,7 +26,8 @@ from grader import registry
 
 GRADER = REPO / "grader"
 RUNNER_SIDE = ("grader.runner",)
-JUDGE_SIDE = ("grader.judge", "grader.report", "grader.cli", "grader.__main__", "grader.pytest_plugin")
+JUDGE_SIDE = ("grader.judge", "grader.report", "grader.cli", "grader.__main__", "grader.pytest_plugin",
+              "grader.autograder", "grader.autograder_run")
 
 
 def module_name(path: Path) -> str:

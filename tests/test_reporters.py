@@ -389,19 +389,32 @@ def test_html_in_headless_browser(report, tmp_path):
 # --------------------------------------------------------------------------
 
 
-def _assert_gradescope_shape(data: dict) -> None:
-    assert set(data) >= {"score", "max_score", "execution_time", "output", "stdout_visibility", "tests"}
-    for key in ("score", "max_score", "execution_time"):
+#: Gradescope's results.json specification: the keys a file and each of its tests may have
+GRADESCOPE_KEYS = {"score", "execution_time", "output", "output_format", "test_output_format", "test_name_format",
+                   "visibility", "stdout_visibility", "extra_data", "tests", "leaderboard"}
+GRADESCOPE_TEST_KEYS = {"score", "max_score", "status", "name", "name_format", "number", "output", "output_format",
+                        "tags", "visibility", "extra_data"}
+STATUSES = {PASSED, FAILED, ERROR, NOT_IMPLEMENTED, SKIPPED, "integrity"}
+
+
+def _assert_gradescope_shape(data: dict, stdout_visibility: str = "visible") -> None:
+    assert set(data) <= GRADESCOPE_KEYS
+    assert set(data) >= {"score", "execution_time", "output", "stdout_visibility", "tests"}
+    for key in ("score", "execution_time"):
         assert isinstance(data[key], (int, float)) and not isinstance(data[key], bool)
     assert isinstance(data["output"], str)
-    assert data["stdout_visibility"] == "visible"
+    assert data["stdout_visibility"] == stdout_visibility
     for test in data["tests"]:
-        assert set(test) == {"name", "number", "score", "max_score", "status", "output", "tags", "visibility"}
+        assert set(test) == {"name", "number", "score", "max_score", "status", "output", "tags", "visibility",
+                             "extra_data"}
+        assert set(test) <= GRADESCOPE_TEST_KEYS
         assert isinstance(test["name"], str) and isinstance(test["output"], str)
         assert re.fullmatch(r"\d+\.\d+", test["number"])
         assert isinstance(test["score"], (int, float)) and isinstance(test["max_score"], (int, float))
         assert 0 <= test["score"] <= test["max_score"]
         assert test["status"] in ("passed", "failed")
+        assert test["extra_data"]["status"] in STATUSES
+        assert test["status"] == ("passed" if test["extra_data"]["status"] == PASSED else "failed")
         assert test["visibility"] in ("visible", "hidden", "after_due_date", "after_published")
         assert isinstance(test["tags"], list) and all(isinstance(t, str) for t in test["tags"])
 
@@ -411,12 +424,12 @@ def test_gradescope_results(report, tmp_path):
     assert path.name == "results.json"
     text = path.read_text(encoding="utf-8")
     data = json.loads(text)
-    _assert_gradescope_shape(data)
+    _assert_gradescope_shape(data, stdout_visibility="hidden")  # the report has a hidden check
     assert text == json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
-    assert data["score"] == 3.5 and data["max_score"] == 12 and data["execution_time"] == 12.5
+    assert data["score"] == 3.5 and data["execution_time"] == 12.5
     assert sum(t["score"] for t in data["tests"]) == pytest.approx(data["score"])
-    assert sum(t["max_score"] for t in data["tests"]) == pytest.approx(data["max_score"])
+    assert sum(t["max_score"] for t in data["tests"]) == pytest.approx(report.max_points)
     assert len(data["tests"]) == len(report.all_checks())
 
     tests = {t["number"]: t for t in data["tests"]}
@@ -427,9 +440,13 @@ def test_gradescope_results(report, tmp_path):
     assert SCRIPT in tests["1.2"]["output"] and "max abs difference" in tests["1.2"]["output"]
     assert "debug:" in tests["1.2"]["output"]
     assert all(tests[n]["status"] == "failed" for n in ("1.3", "2.1", "2.2"))
+    assert [tests[n]["extra_data"]["status"] for n in ("1.3", "2.1", "2.2")] == [NOT_IMPLEMENTED, ERROR, SKIPPED]
     assert tests["2.3"]["visibility"] == "after_published"
     assert tests["2.2"]["visibility"] == "visible"
-    assert "student/extra.py" in data["output"] and "Score: 3.5/12" in data["output"]
+    # the top-level output counts the visible checks only: 2/7 + 0/3.5, not the total of 12 with the hidden check
+    assert "student/extra.py" in data["output"] and "Score on the checks shown: 2/10.5" in data["output"]
+    assert "/12" not in data["output"] and "hidden timing" not in data["output"]
+    assert "hidden until" in data["output"]
 
 
 def test_gradescope_survives_non_finite_numbers(report):

@@ -24,7 +24,7 @@ import stat
 import tarfile
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -43,6 +43,8 @@ UNSAFE_ARCHIVE, TOO_LARGE = "unsafe-archive", "too-large"
 ARCHIVE_LIMIT, MAX_MEMBERS, TOTAL_LIMIT = 64 * MiB, 2000, 64 * MiB
 #: a member (or a compressed tar stream) over RATIO_FLOOR bytes that expands more than MAX_RATIO times is a bomb
 MAX_RATIO, RATIO_FLOOR = 100, 1 * MiB
+#: archives files_under opens in one submission, the shallowest first
+MAX_OPENED = 4
 #: files staged for grading (notebooks are kept for when they are graded too)
 STAGED_SUFFIXES = (".py", ".ipynb")
 
@@ -163,8 +165,12 @@ def _or_only_archive(files: list[_File], archives: list[Path], within: str, note
     return _archive_files(archives[0], within + name, archive_kind(name) or ZIP, notes)
 
 
-def _walk(folder: Path, source: str, notes: list[str]) -> list[_File]:
-    """The .py and .ipynb files under ``folder``; links are named in a note, never followed."""
+def _walk(folder: Path, source: str, notes: list[str], nested: Optional[list[tuple[str, ...]]] = None) -> list[_File]:
+    """The .py and .ipynb files under ``folder``; links are named in a note, never followed.
+
+    :param nested: when given, every archive at any depth is listed there (its path parts) and none is
+        opened; else the only archive at the top is opened when there is no .py file
+    """
     files, archives, links, unreadable, seen = [], [], [], [], 0
     stack: list[tuple[str, ...]] = [()]
     while stack:
@@ -193,6 +199,8 @@ def _walk(folder: Path, source: str, notes: list[str]) -> list[_File]:
                 elif child.is_file(follow_symlinks=False):
                     if child.name.endswith(STAGED_SUFFIXES):
                         files.append(_file_of(Path(child.path), rel))
+                    elif archive_kind(child.name) and nested is not None:
+                        nested.append(rel)
                     elif not parts and archive_kind(child.name):
                         archives.append(Path(child.path))
             except OSError:  # gone, or cannot be looked at, since the folder was listed
@@ -202,7 +210,7 @@ def _walk(folder: Path, source: str, notes: list[str]) -> list[_File]:
                      "in the folder)")
     if unreadable:
         notes.append(f"not read: {join_names(unreadable, 5)}")
-    return _or_only_archive(files, archives, source, notes)
+    return files if nested is not None else _or_only_archive(files, archives, source, notes)
 
 
 def _choose_folder(files: list[_File], notes: list[str]) -> tuple[str, ...]:
@@ -417,6 +425,54 @@ def _wanted(parts: tuple[str, ...]) -> bool:
     """A member worth staging: a .py or .ipynb file outside hidden folders, caches and macOS forks."""
     return bool(parts) and parts[-1].endswith(STAGED_SUFFIXES) and not any(
         is_hidden(p) or p in _SKIPPED_DIRS for p in parts)
+
+
+# ---------------------------------------------------------------------------------------------- choosing elsewhere
+# The Gradescope autograder (grader.autograder_run) chooses a submission's files itself, by exercise file name
+# and across folders; it reads and writes them through these, under the same limits and rules as stage().
+
+
+def files_under(folder: Path, source: str) -> tuple[list[_File], list[str], Optional[tuple[str, str]]]:
+    """Every .py and .ipynb file under ``folder``, and those in its archives at any depth (the shallowest
+    MAX_OPENED ones), each archive's files under its path as if it were a folder.
+
+    Each file has ``parts`` (its path under ``folder``), ``size`` and ``read(cap)``. Returns the files,
+    notes (links not followed, unreadable folders, archives not opened and why) and, when the folder
+    cannot be used at all (unreadable, too many files), (status, message) instead.
+    """
+    folder, notes, nested = Path(folder), [], []
+    try:
+        files = _walk(folder, source, notes, nested)
+    except _Refused as refused:
+        return [], notes, (refused.status, refused.message)
+    nested.sort(key=lambda parts: (len(parts), parts))
+    if len(nested) > MAX_OPENED:
+        notes.append(f"not opened: {join_names((_shown(p).rstrip('/') for p in nested[MAX_OPENED:]), 5)} (only the "
+                     f"{MAX_OPENED} archives nearest the top are)")
+    for parts in nested[:MAX_OPENED]:
+        name = source + _shown(parts).rstrip("/")
+        try:
+            members = _archive_files(folder.joinpath(*parts), name, archive_kind(parts[-1]) or ZIP, notes)
+        except _Refused as refused:
+            notes.append(f"not opened: {refused.message}")
+            continue
+        files += [replace(f, parts=parts + f.parts) for f in members]
+    return files, notes, None
+
+
+def write_flat(files: list[_File], dest: Path, source: str) -> tuple[Optional[tuple[str, str]], list[str]]:
+    """Write ``files`` (from :func:`files_under`) into the existing folder ``dest``, each under its own name.
+
+    Returns (status, message) when no .py file could be written (else None), and notes on the files
+    left out (too large, unreadable).
+    """
+    notes: list[str] = []
+    flat = [replace(f, parts=(f.parts[-1],)) for f in files]
+    try:
+        status, message = _write_chosen(flat, Path(dest), source, notes)
+    except _Refused as refused:
+        status, message = refused.status, refused.message
+    return (None if status is None else (status, message)), notes
 
 
 # ---------------------------------------------------------------------------------------------- fingerprint
