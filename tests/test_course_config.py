@@ -220,21 +220,46 @@ def test_a_broken_pack_is_a_clear_error(tmp_path, capsys):
     assert f"{pack / 'bad.py'}:2" in err and "needs a setting" in err and "Traceback" not in err
 
 
-def test_an_installed_pack_registers_through_the_entry_point(tmp_path):
+def test_an_installed_pack_registers_through_the_entry_point_and_its_hidden_check_stays_hidden(tmp_path):
     source = tmp_path / "src"
     shutil.copytree(PACK, source)
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                     "--target", str(target), str(source)], check=True, capture_output=True, timeout=300)
     env = dict(os.environ, PYTHONPATH=str(target))
-    listed = subprocess.run([sys.executable, "-m", "grader", "--list-checks", "--no-config"], env=env,
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+    def grade(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "grader", *args, "--no-config", "--color", "never"], env=env,
+                              capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+    listed = grade("--list-checks")
     assert listed.returncode == 0, listed.stderr
     line = next(l for l in listed.stdout.splitlines() if l.startswith(PACK_CHECK))
     assert "example_pack" in line and "hidden" in line
     plain = subprocess.run([sys.executable, "-m", "grader", "--list-checks", "--no-config"], capture_output=True,
                            text=True, timeout=300, cwd=tmp_path)
-    assert PACK_CHECK not in plain.stdout
+    assert PACK_CHECK not in plain.stdout  # only where the pack is installed
+    folder = tmp_path / "student"
+    folder.mkdir()
+    for path in REFERENCE.glob("*.py"):
+        if path.name != "__init__.py":
+            shutil.copy(path, folder / path.name)
+    # the instructor's grading: the hidden check runs, and results.json keeps it for the hidden test alone
+    graded = grade(str(folder), "--hidden", "--out", str(tmp_path / "out"))
+    assert graded.returncode == 0, graded.stdout + graded.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    hidden = [t for t in results["tests"] if "deeper network" in t["name"]]
+    assert len(hidden) == 1 and hidden[0]["visibility"] == "hidden" and hidden[0]["extra_data"]["status"] == "passed"
+    assert results["stdout_visibility"] == "hidden"
+    visible_text = json.dumps({k: v for k, v in results.items() if k != "tests"})
+    visible_text += json.dumps([t for t in results["tests"] if t["visibility"] == "visible"])
+    for secret in ("deeper network", "deep_network", "eight gradients"):
+        assert secret not in visible_text
+    # a student's run with the pack installed: nothing of it anywhere
+    student = grade(str(folder), "--out", str(tmp_path / "student-out"))
+    assert student.returncode == 0, student.stdout + student.stderr
+    for secret in ("deeper network", "deep_network"):
+        assert secret not in student.stdout and secret not in (tmp_path / "student-out" / "results.json").read_text()
 
 
 def test_the_memory_limit_is_the_courses(tmp_path, runner, submission):
