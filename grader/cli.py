@@ -170,8 +170,8 @@ def _course_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         try:
             written = write_workflow(args.init_ci, config.course)
         except CIError as exc:
-            return _usage(parser, str(exc))
-        print(f"wrote {written}; commit it to the course repository (see the README: grading pull requests)")
+            return _course_error(exc)
+        print(f"wrote {written}; commit it to the course repository (the README's \"Pull requests\" section says more)")
         return OK
     if args.gradescope_autograder is not None:
         from grader.autograder import AutograderError, build_archive
@@ -179,7 +179,7 @@ def _course_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         try:
             built = build_archive(args.gradescope_autograder, config)
         except AutograderError as exc:
-            return _usage(parser, str(exc))
+            return _course_error(exc)
         print(f"wrote {built}; upload it as the assignment's autograder on Gradescope (\"Zip file upload\")")
         return OK
     from grader.course import CourseError
