@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     ci.add_argument("--init-ci", metavar="FILE", type=Path, nargs="?", const=DEFAULT_WORKFLOW,
                     help=f"write a GitHub Actions workflow that grades pull requests (default: {DEFAULT_WORKFLOW}) and stop")
     parser.add_argument("-v", "--verbose", action="store_true", help="list passing checks and details too")
-    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                        help="colour in the terminal; auto: on a terminal, unless NO_COLOR is set or FORCE_COLOR "
+                             "forces it (CI logs are plain)")
     parser.add_argument("--version", action="version", version=f"rnn-grader {grader.__version__}")
     return parser
 

@@ -14,10 +14,15 @@ import pytest
 
 from grader import registry
 
-#: the reference's disk cache of this test session (shared by every `grade` it runs), never the user's
-CACHE_DIR = tempfile.mkdtemp(prefix="grader-test-cache-")
+#: the reference's disk cache of this test session (shared by every `grade` it runs, and by the parallel
+#: workers, which inherit the controller's), never the user's
+if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("GRADER_TEST_CACHE_DIR"):
+    CACHE_DIR = os.environ["GRADER_TEST_CACHE_DIR"]
+else:
+    CACHE_DIR = tempfile.mkdtemp(prefix="grader-test-cache-")
+    os.environ["GRADER_TEST_CACHE_DIR"] = CACHE_DIR
+    atexit.register(shutil.rmtree, CACHE_DIR, ignore_errors=True)
 os.environ["GRADER_CACHE_DIR"] = CACHE_DIR
-atexit.register(shutil.rmtree, CACHE_DIR, ignore_errors=True)
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO / "reference"
