@@ -10,6 +10,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from grader.course import Course
 
 
+#: devices a machine may have besides "meta" (which every one has)
+OPTIONAL_DEVICES = ("cuda",)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     #: text file to train on instead of the generated Markov corpus (book preprocessing applies)
@@ -49,6 +53,11 @@ class RunConfig:
         if self.course is None:
             return default
         return self.course.setting(check_id, key, default)
+
+    @property
+    def missing_devices(self) -> tuple[str, ...]:
+        """Devices some machines grade on and this one lacks: their checks are reported as skipped here."""
+        return tuple(d for d in OPTIONAL_DEVICES if d not in self.extra_devices)
 
     @property
     def devices(self) -> tuple[str, ...]:

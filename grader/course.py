@@ -106,11 +106,13 @@ class Course:
         """The value the course gives a check's setting, else ``default``."""
         return self.per_check.get(check_id, {}).get(key, default)
 
-    def apply(self, checks: Sequence[Any], exercises: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+    def apply(self, checks: Sequence[Any], exercises: Sequence[Any],
+              elsewhere: Sequence[Any] = ()) -> tuple[list[Any], list[Any]]:
         """The planned checks and exercises as this course grades them.
 
         Unknown exercise, check and setting names are errors (with the closest known name); an
         exercise left out drops its checks; points, visibility and time limits are replaced.
+        ``elsewhere``: checks that exist on other machines (a device this one lacks), valid names too.
         """
         from grader.definitions import Check
 
@@ -122,11 +124,14 @@ class Course:
             if name not in known_exercises:
                 raise self._error(f"[exercises.{name}] names an unknown exercise", name, known_exercises)
         by_id = {c.id: c for c in checks}
+        other_ids = {c.id for c in elsewhere}
         for check_id, table in self.per_check.items():
             check = by_id.get(check_id)
+            if check is None and check_id in other_ids:
+                continue  # checked where it runs
             if check is None:
-                raise self._error(f"[checks.{_quoted(check_id)}] names an unknown check", check_id, list(by_id),
-                                  "(`grade --list-checks` lists them)")
+                raise self._error(f"[checks.{_quoted(check_id)}] names an unknown check", check_id,
+                                  list(by_id) + list(other_ids), "(`grade --list-checks` lists them)")
             for key, value in table.items():
                 if key in PART_KEYS:
                     continue

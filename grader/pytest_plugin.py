@@ -140,7 +140,9 @@ class GradingSession:
         assert self.plan is not None
         exercises = []
         for exercise in self.plan.exercises:
-            checks = [c for c in self.plan.checks if c.exercise == exercise.name and self.wanted(exercise.name, c.name)]
+            # with the checks of a device this machine lacks, which are reported as skipped
+            checks = [c for c in (*self.plan.checks, *self.plan.unavailable)
+                      if c.exercise == exercise.name and self.wanted(exercise.name, c.name)]
             if checks:
                 path = self.folder / file_name(exercise.name)
                 exercises.append(ExerciseFile.from_parent(collector, name=exercise.name, path=path,
@@ -234,7 +236,7 @@ class GradingSession:
         except Exception as exc:  # a fault of the grader: its traceback shows once, at the first check
             self.failure = f"the grader failed ({type(exc).__name__}: {exc}); see the first check's error"
             raise
-        self.results = {c.check_id: c for c in self.report.all_checks()}
+        self.results = {c.check_id: c for c in (*self.report.all_checks(), *self.report.skipped_here)}
 
 
 _SESSION = pytest.StashKey[GradingSession]()

@@ -114,6 +114,9 @@ class GradingReport:
     locations: dict[str, tuple[str, int]] = field(default_factory=dict)
     #: files a pull request changed outside the exercise files (``--base``): the result cannot be trusted
     untrusted: tuple[str, ...] = ()
+    #: checks that cannot run on this machine (a device it lacks), as skipped records worth nothing;
+    #: not in ``exercises`` or the score, listed by reporters that name every check (JUnit, pytest)
+    skipped_here: tuple[CheckResult, ...] = ()
 
     @property
     def percent(self) -> float:

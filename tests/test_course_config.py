@@ -270,3 +270,21 @@ def test_the_memory_limit_is_the_courses(tmp_path, runner, submission):
     messages = [c.message for c in report.all_checks()]
     assert all(c.status == "error" for c in report.all_checks())
     assert all("3 GiB memory limit" in m for m in messages), messages
+
+
+def test_checks_of_a_device_this_machine_lacks_are_known_and_reported_as_skipped(tmp_path, runner, submission):
+    from grader.report.junit import to_junit
+
+    plan = planned(RunConfig())
+    assert plan.unavailable and all(c.id.endswith(".device.cuda") for c in plan.unavailable)
+    assert not planned(RunConfig(extra_devices=("cuda",))).unavailable
+    # a course may configure them on a machine without a GPU
+    path = course(tmp_path, 'include = ["grad_clipping", "gradient_flow"]\n[checks."gradient_flow.device.cuda"]\npoints = 3\n')
+    config = RunConfig(course=load_course(path))
+    report = engine.grade(submission(), config, get_plugin_manager(), runner)
+    assert [c.check_id for c in report.skipped_here] == ["gradient_flow.device.cuda"]
+    assert report.skipped_here[0].max_points == 0 and "CUDA" in report.skipped_here[0].message
+    assert report.percent == 100
+    cases = {case.get("name"): case for case in to_junit(report).iter("testcase")}
+    assert cases["gradient_flow.device.cuda"].find("skipped") is not None
+    assert cases["gradient_flow.device.meta"].find("skipped") is None

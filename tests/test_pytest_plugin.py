@@ -38,6 +38,11 @@ def the_plan():
     return engine.plan(get_plugin_manager(), RunConfig(extra_devices=devices))
 
 
+def every_check(the_plan) -> list:
+    """The items of a session in their order: each exercise's checks, then those of a device this machine lacks."""
+    return [c for ex in the_plan.exercises for c in (*the_plan.checks, *the_plan.unavailable) if c.exercise == ex.name]
+
+
 @pytest.fixture(scope="module", autouse=True)
 def reference_cache_as_it_was():
     """``--grade`` sessions run in this process turn the reference cache on, as ``grade`` does; the tests
@@ -93,7 +98,7 @@ def test_collect_only_lists_every_check_without_grading(pytester, reference_copy
     result = pytester.runpytest("--grade", "submission", "--collect-only", "-q")
     assert result.ret == 0, result.stdout.str()
     lines = result.stdout.lines
-    assert listed_check_ids(lines) == [c.id for c in the_plan.checks]
+    assert listed_check_ids(lines) == [c.id for c in every_check(the_plan)]
     assert "submission/rnn_scratch.py::rnn.forward" in lines  # one collector per exercise, named by its file
 
     # an IDE runs single tests by node id: only those are collected
@@ -133,8 +138,11 @@ def made_up_report(folder: Path, the_plan, results: dict):
     exercises = tuple(ExerciseResult(ex.name, ex.title, sum(c.points for c in checks[ex.name]),
                                      sum(c.max_points for c in checks[ex.name]), tuple(checks[ex.name]))
                       for ex in the_plan.exercises if checks[ex.name])
+    not_here = tuple(CheckResult(c.id, c.exercise, c.title, (c.hook,), 0.0, 0.0, "skipped", "no CUDA device here")
+                     for c in the_plan.unavailable)
     return GradingReport(str(folder), sum(e.points for e in exercises), sum(e.max_points for e in exercises),
-                         exercises, problems=(FileProblem("helper.py", "SyntaxError: invalid syntax (line 3)"),))
+                         exercises, problems=(FileProblem("helper.py", "SyntaxError: invalid syntax (line 3)"),),
+                         skipped_here=not_here)
 
 
 @pytest.fixture
@@ -169,8 +177,8 @@ def test_each_item_reports_its_checks_result(pytester, reference_copy, the_plan,
         "gradient_flow.device.meta": ("skipped", 0.0, "CUDA is not available here", {}),
     })
     result = pytester.runpytest("--grade", "submission", "-ra")
-    total = len(the_plan.checks)
-    result.assert_outcomes(passed=total - 4, failed=3, skipped=1)
+    total, here = len(every_check(the_plan)), len(the_plan.checks)
+    result.assert_outcomes(passed=here - 4, failed=3, skipped=1 + len(the_plan.unavailable))
     assert len(calls) == 1  # the first item graded the folder, once for all of them
     out = result.stdout.str()
     points = {c.id: c.points for c in the_plan.checks}
@@ -197,10 +205,10 @@ def test_each_item_reports_its_checks_result(pytester, reference_copy, the_plan,
 
     # deselected checks are graded all the same, once, and the score says it is the folder's
     result = pytester.runpytest("--grade", "submission", "-k", "grad_clipping", "-p", "no:cacheprovider")
-    clipping = len([c for c in the_plan.checks if c.exercise == "grad_clipping"])
+    clipping = len([c for c in every_check(the_plan) if c.exercise == "grad_clipping"])
     result.assert_outcomes(passed=clipping - 2, failed=2, deselected=total - clipping)
     assert len(calls) == 2
-    result.stdout.fnmatch_lines([f"Score: * for all {total} checks, also those not selected in this run"])
+    result.stdout.fnmatch_lines([f"Score: * for all {here} checks, also those not selected in this run"])
 
     # pytest's cache knows the checks by their node ids: --lf runs the three that failed
     result = pytester.runpytest("--grade", "submission", "--lf")
@@ -218,7 +226,7 @@ def test_a_grader_that_cannot_run_is_an_error_of_every_item(pytester, reference_
 
     monkeypatch.setattr(Runner, "launch", launch)
     result = pytester.runpytest("--grade", "submission", "-p", "no:cacheprovider")
-    result.assert_outcomes(errors=len(the_plan.checks))
+    result.assert_outcomes(errors=len(every_check(the_plan)))
     assert len(starts) == 1
     result.stdout.fnmatch_lines(["the grader could not run: no answer"])
     assert "Traceback" not in result.stdout.str()
@@ -234,7 +242,8 @@ def test_a_real_grading_in_its_own_process(pytester, reference_copy, the_plan):
     # the venv's python and this session's GRADER_CACHE_DIR (tests/conftest.py), inherited
     result = pytester.runpytest_subprocess("--grade", "submission", "--junitxml", "junit.xml", "-p", "no:cacheprovider",
                                            timeout=600)
-    result.assert_outcomes(passed=len(the_plan.checks) - len(broken), failed=len(broken))
+    result.assert_outcomes(passed=len(the_plan.checks) - len(broken), failed=len(broken),
+                           skipped=len(the_plan.unavailable))
     result.stdout.fnmatch_lines(["error (0/* points): grad_clipping raised RuntimeError: broken on purpose*"])
     max_points = sum(c.points for c in the_plan.checks)
     result.stdout.fnmatch_lines([f"Score: {max_points - sum(c.points for c in broken):g}/{max_points:g} (*%)"])
@@ -250,7 +259,9 @@ def test_a_real_grading_in_its_own_process(pytester, reference_copy, the_plan):
         if failure is not None:  # the student-facing message, as CI pages show it
             assert failure.get("message").startswith("error (0/"), failure.get("message")
             assert "broken on purpose" in failure.text
-    assert list(seen) == [c.id for c in the_plan.checks]
+    assert list(seen) == [c.id for c in every_check(the_plan)]
+    for check in the_plan.unavailable:  # a device this machine lacks: skipped, worth nothing here
+        assert seen[check.id][1]["status"] == "skipped" and float(seen[check.id][1]["max_points"]) == 0
     for check in the_plan.checks:
         failed, properties = seen[check.id]
         assert failed == (check.exercise == "grad_clipping"), check.id

@@ -29,7 +29,7 @@ from grader.judge.verdicts import decode, verdict_for
 from grader.protocol import DEFAULT_LIMITS, Limits, Request, Status
 from grader.registry import file_name
 from grader.secret import submission_secret
-from grader.results import ERROR, INTEGRITY, NOT_IMPLEMENTED, CheckResult, ExerciseResult, GradingReport, Verdict
+from grader.results import ERROR, INTEGRITY, NOT_IMPLEMENTED, SKIPPED, CheckResult, ExerciseResult, GradingReport, Verdict
 
 #: requests queued at the runner at once: the next is staged while one runs
 WINDOW = 2
@@ -52,6 +52,8 @@ class Plan:
     verdicts_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     #: bytes of memory each run may use, named when one runs out
     memory_limit: int = DEFAULT_LIMITS.address_space
+    #: checks that cannot run on this machine (a device it lacks): reported as skipped, worth nothing here
+    unavailable: list[Check] = field(default_factory=list)
 
     def judged(self, check: Check, decoded: Any, result: Optional[bytes]) -> Verdict:
         """``verdict_for(check, decoded)``, remembered for results seen before."""
@@ -78,17 +80,28 @@ def plan(pm: Any, config: RunConfig) -> Plan:
 
     Raises :class:`~grader.course.CourseError` when the configuration names what does not exist.
     """
-    exercises = [ex for group in pm.hook.grader_exercises() for ex in group]
+    all_exercises = [ex for group in pm.hook.grader_exercises() for ex in group]
     checks = contributed_checks(pm, config)
-    unknown = sorted({c.exercise for c in checks} - {ex.name for ex in exercises})
+    # the checks of devices this machine lacks (CUDA): named in a configuration, reported as skipped
+    elsewhere: list[Check] = []
+    if config.missing_devices:
+        here = {c.id for c in checks}
+        everywhere = replace(config, extra_devices=config.extra_devices + config.missing_devices)
+        elsewhere = [c for c in contributed_checks(pm, everywhere) if c.id not in here]
+    unknown = sorted({c.exercise for c in checks + elsewhere} - {ex.name for ex in all_exercises})
     if unknown:
         raise ValueError(f"checks name unknown exercises: {', '.join(unknown)}")
+    exercises = all_exercises
     if config.course is not None:
-        checks, exercises = config.course.apply(checks, exercises)
+        checks, exercises = config.course.apply(checks, all_exercises, elsewhere)
+        elsewhere, _ = config.course.apply(elsewhere, all_exercises, checks)
     order = {ex.name: i for i, ex in enumerate(exercises)}
     checks = [c for c in checks if config.hidden or not c.hidden]
     checks.sort(key=lambda c: order[c.exercise])  # stable: keeps each plugin's own order
-    return Plan(exercises, checks, memory_limit=config.memory_limit or DEFAULT_LIMITS.address_space)
+    elsewhere = sorted((c for c in elsewhere if (config.hidden or not c.hidden) and c.exercise in order),
+                       key=lambda c: order[c.exercise])
+    return Plan(exercises, checks, memory_limit=config.memory_limit or DEFAULT_LIMITS.address_space,
+                unavailable=elsewhere)
 
 
 def contributed_checks(pm: Any, config: RunConfig) -> list[Check]:
@@ -190,6 +203,7 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
         seconds=round(time.monotonic() - started, 3), corpus=corpus_facts(corpus_spec(config)),
         grader_version=grader.__version__, timed_out=tuple(sorted(out_of_time)), cpu_seconds=round(cpu, 3),
         configuration=config.course.describe() if config.course is not None else "",
+        skipped_here=tuple(_not_run_here(c, config) for c in the_plan.unavailable),
         locations=hook_locations(files, where),
     )
 
@@ -237,6 +251,13 @@ def _record(check: Check, verdict: Verdict, output: str = "", seconds: float = 0
         message=verdict.message, details=verdict.details, figures=dict(verdict.figures), output=output,
         seconds=seconds, hidden=check.hidden, visibility=check.visibility,
     )
+
+
+def _not_run_here(check: Check, config: RunConfig) -> CheckResult:
+    """A check of a device this machine lacks, as a skipped record worth nothing here."""
+    missing = " or ".join(d.upper() if d == "cuda" else d for d in config.missing_devices)
+    message = f"not run: this machine has no {missing} device; it runs where the grading machine has one"
+    return replace(_record(check, Verdict(SKIPPED, message)), points=0.0, max_points=0.0)
 
 
 def hook_locations(files: dict[str, str], where: dict[str, str]) -> dict[str, tuple[str, int]]:
