@@ -121,11 +121,7 @@ def run_config(manifest: dict[str, Any], source: Path) -> RunConfig:
         corpus = course.corpus
     secret = _inside(source, manifest["secret"]).read_text(encoding="utf-8") if manifest.get("secret") else None
     timeout = manifest.get("timeout")
-    if timeout is None and course is not None:
-        timeout = course.timeout
-    memory = manifest.get("memory_limit")
-    if memory is None and course is not None:
-        memory = course.memory_limit
+    memory = manifest.get("memory_limit")  # the builder's own options; the course's apply through `course`
     return RunConfig(corpus_path=corpus, hidden=True, check_timeout=timeout, secret=secret or None,
                      isolation="auto", course=course, memory_limit=memory,
                      plugin_dirs=tuple(_inside(source, p) for p in manifest.get("packs", ())))

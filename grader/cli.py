@@ -252,11 +252,10 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace,
     secret = args.secret_seed if args.secret_seed is not None else os.environ.get(SECRET_ENV) or None
     if secret is not None and not secret.strip():
         return _usage(parser, "--secret-seed needs a non-empty text")
-    timeout = args.timeout if args.timeout is not None else (course.timeout if course is not None else None)
-    config = RunConfig(corpus_path=corpus, out_dir=args.out, hidden=args.hidden, check_timeout=timeout,
+    config = RunConfig(corpus_path=corpus, out_dir=args.out, hidden=args.hidden, check_timeout=args.timeout,
                        verbose=args.verbose, color=use_color(args.color), secret=secret,
                        isolation="allow-open" if args.allow_unisolated else "require" if args.authoritative else "auto",
-                       course=course, memory_limit=course.memory_limit if course is not None else None,
+                       course=course,
                        junit_path=args.junit, plugin_dirs=tuple(p.resolve() for p in args.plugins))
     return config
 

@@ -55,6 +55,13 @@ class RunConfig:
         return self.course.setting(check_id, key, default)
 
     @property
+    def run_memory_limit(self) -> Optional[int]:
+        """Bytes of memory a check's process may use: this run's, else the course's; None: the default."""
+        if self.memory_limit is not None:
+            return self.memory_limit
+        return self.course.memory_limit if self.course is not None else None
+
+    @property
     def missing_devices(self) -> tuple[str, ...]:
         """Devices some machines grade on and this one lacks: their checks are reported as skipped here."""
         return tuple(d for d in OPTIONAL_DEVICES if d not in self.extra_devices)

@@ -6,7 +6,7 @@ course's ``pyproject.toml``::
     course = "Deep Learning, fall term"
     include = ["rnn_scratch", "grad_clipping"]     # the exercises graded; default: all
     fail_under = 60                                # exit 1 below it (CI)
-    timeout = 30                                   # seconds per check
+    timeout = 30                                   # seconds per run; an exercise's or check's own wins
     memory_mb = 4096                               # memory per check's process
     corpus = "data/timemachine.txt"                # relative to this file
     visibility = "visible"                         # default for every check
@@ -149,7 +149,8 @@ class Course:
                 continue
             own, of_exercise = self.per_check.get(check.id, {}), self.per_exercise.get(check.exercise, {})
             visibility = own.get("visibility") or of_exercise.get("visibility") or self.visibility
-            timeout = own.get("timeout", of_exercise.get("timeout"))
+            # the most specific time limit wins: the check's, the exercise's, the course's
+            timeout = own.get("timeout", of_exercise.get("timeout", self.timeout))
             probe = check.probe
             if timeout is not None:  # checks share a run by sharing the probe: give them the same new one
                 probe = probes.setdefault(id(check.probe), replace(check.probe, timeout=float(timeout)))

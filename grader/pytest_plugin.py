@@ -88,8 +88,7 @@ def _run_config(config: pytest.Config, folder: Path) -> "RunConfig":
         raise pytest.UsageError(f"--grade: {exc}") from None
     if course is None:
         return RunConfig(check_timeout=timeout)
-    return RunConfig(corpus_path=course.corpus, check_timeout=timeout if timeout is not None else course.timeout,
-                     course=course, memory_limit=course.memory_limit)
+    return RunConfig(corpus_path=course.corpus, check_timeout=timeout, course=course)
 
 
 # ------------------------------------------------------------------ the grading session (only with --grade)

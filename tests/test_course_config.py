@@ -88,8 +88,10 @@ def test_points_visibility_inclusion_and_settings_reach_the_plan(tmp_path):
     path = course(tmp_path, """
 include = ["rnn_scratch", "grad_clipping", "train_epoch"]
 visibility = "visible"
+timeout = 25
 [exercises.rnn_scratch]
 points = 60
+timeout = 12
 [checks."grad_clipping.joint"]
 points = 10
 visibility = "after_due_date"
@@ -115,8 +117,10 @@ timeout = 90
     assert perplexity.probe.params["epochs"] == 3 and perplexity.probe.timeout == 90
     assert "20%" in perplexity.title and "3 seeded epochs" in perplexity.title
     assert perplexity.judge.keywords == {"band": 0.2}
-    # the other checks of that exercise keep their own runs and limits
-    assert checks["train_epoch.reported"].probe.timeout == default["train_epoch.reported"].probe.timeout
+    # the most specific time limit wins; the other checks of that exercise keep their own runs
+    assert checks["train_epoch.reported"].probe.timeout == 25 and checks["grad_clipping.above"].probe.timeout == 25
+    assert checks["rnn_scratch.rnn.forward"].probe.timeout == 12
+    assert checks["train_epoch.reported"].probe is not perplexity.probe
     # a student's run leaves the hidden check out
     assert "grad_clipping.joint" not in by_id(planned(RunConfig(course=load_course(path))))
 
@@ -264,7 +268,7 @@ def test_an_installed_pack_registers_through_the_entry_point_and_its_hidden_chec
 
 def test_the_memory_limit_is_the_courses(tmp_path, runner, submission):
     path = course(tmp_path, 'include = ["grad_clipping"]\nmemory_mb = 3072\n')
-    config = RunConfig(course=load_course(path), memory_limit=load_course(path).memory_limit)
+    config = RunConfig(course=load_course(path))  # the course alone sets it
     hog = "from grader import hookimpl\n\n\n@hookimpl\ndef grad_clipping(net, theta):\n    bytearray(7 << 29)\n"
     report = engine.grade(submission({"grad_clipping.py": hog}), config, get_plugin_manager(), runner)
     messages = [c.message for c in report.all_checks()]

@@ -100,7 +100,7 @@ def plan(pm: Any, config: RunConfig) -> Plan:
     checks.sort(key=lambda c: order[c.exercise])  # stable: keeps each plugin's own order
     elsewhere = sorted((c for c in elsewhere if (config.hidden or not c.hidden) and c.exercise in order),
                        key=lambda c: order[c.exercise])
-    return Plan(exercises, checks, memory_limit=config.memory_limit or DEFAULT_LIMITS.address_space,
+    return Plan(exercises, checks, memory_limit=config.run_memory_limit or DEFAULT_LIMITS.address_space,
                 unavailable=elsewhere)
 
 
@@ -217,7 +217,8 @@ def _request(probe: Probe, submission: LoadedFiles, config: RunConfig) -> Reques
 
 def limits_for(config: RunConfig, timeout: float) -> Limits:
     """The limits of a run: the default ones, or the course's memory, with CPU time after the timeout."""
-    limits = DEFAULT_LIMITS if config.memory_limit is None else replace(DEFAULT_LIMITS, address_space=config.memory_limit)
+    memory = config.run_memory_limit
+    limits = DEFAULT_LIMITS if memory is None else replace(DEFAULT_LIMITS, address_space=memory)
     return limits.for_timeout(timeout)
 
 
