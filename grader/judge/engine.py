@@ -29,13 +29,17 @@ from grader.judge.verdicts import decode, verdict_for
 from grader.protocol import DEFAULT_LIMITS, Limits, Request, Status
 from grader.registry import file_name
 from grader.secret import submission_secret
-from grader.results import ERROR, INTEGRITY, NOT_IMPLEMENTED, SKIPPED, CheckResult, ExerciseResult, GradingReport, Verdict
+from grader.results import ERROR, INTEGRITY, NOT_IMPLEMENTED, PASSED, SKIPPED, CheckResult, ExerciseResult, GradingReport, Verdict
 
 #: requests queued at the runner at once: the next is staged while one runs
 WINDOW = 2
 #: said when a course's secret seed drew the inputs, so a student knows why they differ from a local run
 SECRET_NOTICE = ("inputs drawn from the course's secret seed: sizes and values differ from the published ones "
                  "that `grade` uses on your machine, so the figures differ too; the checks are the same")
+#: said once when a check on the meta device did not pass, so its messages need no explaining each time
+META_NOTICE = ("'meta' is a PyTorch device that stands in for a GPU here: tensors on it have shapes but no data. "
+               "A check on it fails when your code creates a tensor on a fixed device (or the CPU) instead of the "
+               "`device` it is given, or moves data with .numpy() or .item(); create every tensor with device=device")
 #: verdicts a plan remembers at most (each is small; the digests, not the results, are kept)
 MAX_REMEMBERED = 20_000
 #: one warm-up at a time: reference computations seed torch's global generator
@@ -195,6 +199,8 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
             exercises.append(ExerciseResult(ex.name, ex.title, sum(c.points for c in checks),
                                             sum(c.max_points for c in checks), checks, figures=_exercise_figures(checks)))
     notices = list(runner.notices) + notices
+    if any(c.id.endswith(".device.meta") and results[c.id].status != PASSED for c in the_plan.checks):
+        notices.append(META_NOTICE)
     notices += [f"integrity: {exercise} scored 0 because " + "; ".join(found[:5]) for exercise, found in flagged.items()]
     return GradingReport(
         submission=str(folder), points=round(sum(e.points for e in exercises), 6),
