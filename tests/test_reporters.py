@@ -194,7 +194,8 @@ def test_one_line_trims_and_escapes_controls():
 # --------------------------------------------------------------------------
 
 
-def test_terminal_summary(report):
+def test_terminal_summary(report, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
     text = format_summary(report, RunConfig())
     assert text.splitlines()[0] == "rnn-grader 0.0.0-test: grading submissions/alice"
     assert "student/extra.py: unknown hook name 'rnn_forward'" in text
@@ -209,9 +210,20 @@ def test_terminal_summary(report):
     assert "get_params shapes" not in text
     assert "max abs difference" not in text
     assert "\x1b[" not in text
-    # long messages are cut with an ellipsis
-    error_line = next(line for line in text.splitlines() if "ZeroDivisionError" in line)
-    assert error_line.endswith("…") and len(error_line) < 220
+    # a failing check's whole message is shown, wrapped at the terminal's width
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if "ZeroDivisionError" in line)
+    error = next(c for c in report.all_checks() if "ZeroDivisionError" in c.message)
+    shown = "".join(line.strip() for line in lines[start:start + 12])
+    assert "".join(error.message.split()) in shown.replace(" ", "") and "…" not in shown
+    assert all(len(line) <= 100 for line in lines[start:start + 12])
+
+
+def test_terminal_wraps_at_the_terminal_width(report, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "70")
+    lines = format_summary(report, RunConfig()).splitlines()
+    start = next(i for i, line in enumerate(lines) if "ZeroDivisionError" in line)
+    assert len(lines[start]) <= 70 and lines[start + 1].startswith(" " * 10)
 
 
 def test_terminal_verbose_and_color(report):

@@ -11,7 +11,9 @@ exist when it says where they were written.
 
 from __future__ import annotations
 
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
@@ -39,6 +41,8 @@ from grader.results import (
     GradingReport,
 )
 
+#: the most of a failing check's message the terminal shows (a message is a few sentences; this stops floods)
+DIAGNOSIS_LIMIT = 2000
 #: Files other reporters write into ``config.out_dir``, with how to name them.
 OUTPUT_FILES = (("report.html", "HTML report"), ("results.json", "Gradescope results"))
 
@@ -79,9 +83,22 @@ def _check_lines(
     title = one_line(check.title, MESSAGE_LIMIT)
     if check.hidden:
         title += " [hidden]"
-    message = one_line(check.message, MESSAGE_LIMIT)
+    # a failing check's whole diagnosis, wrapped: the fix is usually at its end
+    failing = check.status != PASSED
+    message = one_line(check.message, DIAGNOSIS_LIMIT if failing else MESSAGE_LIMIT)
     text = f"{title}: {message}" if message else title
+    lead = f"{_INDENT}{status_label(check.status).ljust(_MARK_WIDTH)}  {score}  "
+    if failing and len(lead) + len(text) > _width():
+        rows = textwrap.wrap(text, width=max(_width() - len(lead), 40), break_on_hyphens=False)
+        pad = " " * len(lead)
+        return ([f"{_INDENT}{mark}  {score}  {rows[0]}"] + [pad + row for row in rows[1:]]
+                + _body_lines(check, verbose, paint))
     lines = [f"{_INDENT}{mark}  {score}  {text}"]
+    return lines + _body_lines(check, verbose, paint)
+
+
+def _body_lines(check: CheckResult, verbose: bool, paint: _Painter) -> list[str]:
+    lines: list[str] = []
     if verbose:
         if check.details:
             lines += [_BODY_INDENT + line for line in clean_text(check.details).splitlines()]
@@ -89,6 +106,11 @@ def _check_lines(
             lines.append(_BODY_INDENT + paint("output:", "dim"))
             lines += [_BODY_INDENT + line for line in clean_text(check.output).splitlines()]
     return lines
+
+
+def _width() -> int:
+    """Columns to wrap at: the terminal's (or $COLUMNS), within reason."""
+    return min(max(shutil.get_terminal_size((100, 24)).columns, 60), 160)
 
 
 def _exercise_lines(exercise: ExerciseResult, verbose: bool, paint: _Painter) -> list[str]:
