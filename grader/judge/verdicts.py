@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from grader import wire
+from grader.prose import shorten
 from grader.definitions import Check
 from grader.hints import hint_for
 from grader.protocol import DEFAULT_LIMITS, OUTPUT_LIMIT, RESULT_LIMIT, MiB, Reply, Status
@@ -84,7 +85,7 @@ def verdict_for(check: Check, decoded: Decoded, memory_limit: int = DEFAULT_LIMI
         message = _short(value["error"], 2400)  # the runner's own descriptions are at most this long
         if value.get("limit") == "memory":
             limit = f"{memory_limit / (1 << 30):g} GiB" if memory_limit >= 1 << 30 else f"{memory_limit >> 20} MiB"
-            return Verdict(ERROR, f"{check.hook} exceeded the {limit} memory limit ({message[:300]})")
+            return Verdict(ERROR, f"{check.hook} exceeded the {limit} memory limit ({shorten(message, 300)})")
         return Verdict(ERROR, f"{check.hook} raised {message}{hint_for(message, check.probe.hints)}")
     try:
         verdict = check.judge(value.get("value"), **check.probe.params)
@@ -104,7 +105,7 @@ def _short(value: Any, limit: int) -> str:
         text = str(value)
     else:  # a list or dict could be huge; its text means nothing to a student
         text = f"<{type(value).__name__}>"
-    return wire.valid_text(text[:limit])
+    return wire.valid_text(shorten(text, limit))
 
 
 def _event_text(value: Any) -> str:
@@ -116,4 +117,4 @@ def _exception_text(exc: Exception) -> str:
         text = str(exc)
     except Exception:  # noqa: BLE001 - an exception whose __str__ fails still gets a verdict
         return "no message"
-    return wire.valid_text(text[:300])
+    return wire.valid_text(shorten(text, 300))

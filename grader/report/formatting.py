@@ -11,6 +11,7 @@ import math
 import re
 from typing import Any
 
+from grader.prose import shorten
 from grader.results import ERROR, FAILED, INTEGRITY, NOT_IMPLEMENTED, PASSED, SKIPPED
 
 #: Statuses in the order reporters list and count them.
@@ -92,10 +93,8 @@ def clean_text(text: Any) -> str:
 
 
 def trim(text: str, limit: int) -> str:
-    """Cut ``text`` to at most ``limit`` characters, ending with an ellipsis when cut."""
-    if limit <= 0 or len(text) <= limit:
-        return text
-    return text[: max(limit - 1, 0)].rstrip() + "…"
+    """Cut ``text`` to at most ``limit`` characters, after a sentence or a word, ending with an ellipsis when cut."""
+    return shorten(text, limit)
 
 
 def one_line(text: Any, limit: int = MESSAGE_LIMIT) -> str:

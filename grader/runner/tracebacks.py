@@ -6,6 +6,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from grader.prose import shorten
+
 
 def student_frames(tb: Any, folder: Path) -> list[str]:
     """The traceback lines that point into the submission, newest last."""
@@ -29,7 +31,7 @@ def describe_exception(exc: BaseException, folder: Path) -> str:
         text = f"SyntaxError: {exc.msg} (line {exc.lineno})"
     frames = student_frames(exc.__traceback__, folder)
     where = f" at {frames[-1]}" if frames else ""
-    return (text[:2000] + where)[:2400]
+    return shorten(shorten(text, 2000) + where, 2400)
 
 
 def raised_by_student(exc: BaseException, folder: Path) -> bool:
