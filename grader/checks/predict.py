@@ -1,4 +1,9 @@
-"""Checks for ``predict``: exact greedy text on a trained model, length and prefix, state carried."""
+"""Checks for ``predict``: exact greedy text on a trained model, length and prefix, state carried, device.
+
+The device check runs the student's loop on a stand-in model (``_DeviceNet``) that records where every
+input it is fed lives. On ``meta`` (no data) its logits are ``_Shadowed`` tensors: meta tensors that carry
+scripted values alongside, so ``int(y.argmax(...))``, ``.item()`` and ``.cpu()`` read what a GPU would give.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from functools import lru_cache
 from typing import Any, Optional
 
 import torch
+from torch.utils._pytree import tree_map
 
 from grader import hookimpl
 from grader.checks.reference_runs import default_setup, reference_training
@@ -184,6 +190,147 @@ def judge_state(observed: Any, model: dict, cases: list) -> Verdict:
     return Verdict.passed("warms up on the whole prefix and carries the state through every call")
 
 
+#: what reads a tensor's values (or copies them out): on a ``_Shadowed`` tensor these read the scripted values
+_READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.cpu, torch.Tensor.__int__,
+          torch.Tensor.__float__, torch.Tensor.__index__, torch.Tensor.__bool__, torch.Tensor.__repr__,
+          torch.Tensor.__format__}
+
+
+class _Shadowed(torch.Tensor):
+    """A meta tensor with values: every op runs on the meta tensor (devices and shapes as on a GPU) and on a CPU
+    shadow; reading values (``int``, ``.item()``, ``.tolist()``, ``.cpu()``, ``.to("cpu")``) reads the shadow."""
+
+    @staticmethod
+    def __new__(cls, real: torch.Tensor, shadow: torch.Tensor):
+        tensor = torch.Tensor._make_subclass(cls, real)
+        tensor._shadow = shadow
+        return tensor
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+
+        def real(a):
+            return a.as_subclass(torch.Tensor) if isinstance(a, _Shadowed) else a
+
+        def shadow(a):
+            if isinstance(a, _Shadowed):
+                return a._shadow
+            if isinstance(a, torch.Tensor) and a.device.type == "meta":
+                raise LookupError  # a meta tensor without values: nothing to shadow
+            if isinstance(a, torch.device) and a.type == "meta" or isinstance(a, str) and a == "meta":
+                return torch.device("cpu")
+            return a
+
+        with torch._C.DisableTorchFunctionSubclass():
+            try:
+                shadow_args, shadow_kwargs = tree_map(shadow, (args, kwargs))
+            except LookupError:
+                return func(*tree_map(real, args), **tree_map(real, kwargs))
+            if func in _READS or func is torch.Tensor.to and _to_cpu(args[1:], kwargs):
+                return func(*shadow_args, **shadow_kwargs)
+            out = func(*tree_map(real, args), **tree_map(real, kwargs))
+            try:
+                values = func(*shadow_args, **shadow_kwargs)
+            except Exception:  # noqa: BLE001 - what has no CPU counterpart stays a plain meta tensor
+                return out
+
+        def wrap(r, v):
+            if isinstance(r, torch.Tensor) and r.device.type == "meta" and isinstance(v, torch.Tensor) \
+                    and v.shape == r.shape:
+                return _Shadowed(r, v)
+            return r
+
+        if isinstance(out, torch.Tensor):
+            return wrap(out, values)
+        if isinstance(out, tuple) and isinstance(values, tuple) and len(out) == len(values):
+            parts = [wrap(r, v) for r, v in zip(out, values)]
+            return type(out)(parts) if not hasattr(out, "_fields") else type(out)(*parts)
+        return out
+
+
+def _to_cpu(args: tuple, kwargs: dict) -> bool:
+    def is_cpu(a):
+        try:
+            return isinstance(a, (str, torch.device)) and torch.device(a).type == "cpu"
+        except RuntimeError:
+            return False
+
+    return any(is_cpu(a) for a in (*args, *kwargs.values()))
+
+
+def _where(x: Any) -> str:
+    if isinstance(x, torch.Tensor):
+        return str(x.device)
+    return f"a {type(x).__name__}, not a tensor"
+
+
+class _DeviceNet:
+    """A stand-in for the book's model: ``net(X, state) -> (Y, state)`` with ``Y`` of shape
+    (X.numel(), vocab_size) on X's device, whose argmax follows a script; records the device of every input and
+    every ``begin_state`` request. It never reads its inputs' values, so it runs on ``meta``."""
+
+    def __init__(self, vocab_size: int, num_hiddens: int):
+        self.vocab_size, self.num_hiddens = vocab_size, num_hiddens
+        self.params: list = []
+        self.inputs: list[str] = []
+        self.states: list[str] = []
+
+    def begin_state(self, batch_size=1, device=None, **kwargs):
+        self.states.append(str(torch.device(device)) if device is not None else "no device")
+        return (torch.zeros((batch_size, self.num_hiddens), device=device),)
+
+    def __call__(self, X, state):
+        self.inputs.append(_where(X))
+        rows = X.numel() if isinstance(X, torch.Tensor) else 1
+        picks = [1 + (7 * len(self.inputs) + 3 * r) % (self.vocab_size - 1) for r in range(rows)]
+        logits = torch.zeros((rows, self.vocab_size))
+        logits[torch.arange(rows), torch.tensor(picks)] = 1.0
+        device = X.device if isinstance(X, torch.Tensor) else torch.device("cpu")
+        if device.type == "meta":
+            return _Shadowed(torch.empty((rows, self.vocab_size), device="meta"), logits), state
+        return logits.to(device), state
+
+
+def probe_predict_device(ctx, tokens: list, case: list, num_hiddens: int, devices: list) -> Any:
+    vocab, _ = vocab_and_ids({"tokens": tokens, "ids": []})
+    prefix, num_preds = case
+
+    def run(device: str) -> dict:
+        net = _DeviceNet(len(vocab), num_hiddens)
+        text = ctx.student("predict")(prefix, num_preds, net, vocab, torch.device(device))
+        return {"inputs": net.inputs[:200], "states": net.states[:20], "kind": type(text).__name__}
+
+    return {device: ctx.attempt(lambda device=device: run(device)) for device in devices}
+
+
+def judge_device(observed: Any, tokens: list, case: list, num_hiddens: int, devices: list, *, device: str) -> Verdict:
+    run = observed[device]
+    if "error" in run:
+        return Verdict.failed(f"predict raised {run['error']} when device was {device}; create every tensor you "
+                              "feed the model with device=device (reading the model's output with int() or "
+                              ".item() is fine)")
+    wrong = [s for s in run["states"] if not _on(s, device)]
+    if wrong:
+        return Verdict.failed(f"predict asked net.begin_state for a state on {wrong[0]} while device was {device}: "
+                              "call net.begin_state(batch_size=1, device=device)")
+    if not run["inputs"]:
+        return Verdict.failed(f"predict never called the model when device was {device}")
+    for k, where in enumerate(run["inputs"]):
+        if where.startswith("a "):
+            return Verdict.failed(f"predict fed the model {where} (call {k + 1}): create the input tensor with "
+                                  "torch.tensor(..., device=device)")
+        if not _on(where, device):
+            return Verdict.failed(f"predict fed the model an input on {where} while device was {device} "
+                                  f"(call {k + 1}): create the input tensor with device=device")
+    return Verdict.passed(f"all {len(run['inputs'])} inputs fed to the model were on {device}")
+
+
+def _on(where: str, device: str) -> bool:
+    """Whether a recorded device is ``device`` ("cuda:0" is on "cuda")."""
+    return where == device or ":" not in device and where.split(":")[0] == device
+
+
 def _decode(ids: list, tokens: list[str]) -> str:
     return "".join(tokens[i] if 0 <= i < len(tokens) else "?" for i in ids)
 
@@ -195,8 +342,15 @@ def grader_checks(config):
     cases = _cases(model["tokens"])
     run = Probe("predict", probe_predict, dict(model=model, cases=cases),
                 reference=functools.partial(reference_texts, model, cases))
-    return [
-        Check(EXERCISE, "text", "generates the reference's greedy text on a trained model", 5, run, judge_text),
+    on_devices = Probe("predict", probe_predict_device,
+                       dict(tokens=model["tokens"], case=cases[0], num_hiddens=model["num_hiddens"],
+                            devices=list(config.devices)))
+    checks = [
+        Check(EXERCISE, "text", "generates the reference's greedy text on a trained model", 4, run, judge_text),
         Check(EXERCISE, "length", "returns the prefix plus exactly num_preds characters", 2, run, judge_length),
         Check(EXERCISE, "state", "feeds the prefix and carries the state from call to call", 3, run, judge_state),
     ]
+    for device in config.devices:
+        checks.append(Check(EXERCISE, f"device.{device}", f"feeds the model inputs on the device it is given ({device})",
+                            1 / len(config.devices), on_devices, functools.partial(judge_device, device=device)))
+    return checks
