@@ -74,6 +74,9 @@ class Log:
     updates: list = field(default_factory=list)  # per update
     zero_grads: int = 0
     updater_args: list = field(default_factory=list)
+    #: with ``record``: the order of [kind, loss index, joint gradient norm or None] for kind in "backward",
+    #: "zero_grad" (the norm before zeroing) and "step"; read by the judge only to word a failure
+    events: list = field(default_factory=list)
     #: [pass, index] of the minibatch the iterator handed out last
     batch: Optional[list] = None
     epoch: int = 0
@@ -81,6 +84,27 @@ class Log:
 
 def _copy(t: Any) -> Any:
     return t.detach().clone() if isinstance(t, torch.Tensor) else None
+
+
+#: most events a run records (a behaviour run makes a few per minibatch)
+MAX_EVENTS = 400
+
+
+def _grad_norm(params: list) -> Optional[float]:
+    """The joint norm of the gradients present, or None when some parameter has none."""
+    grads = [p.grad for p in params]
+    if not all(isinstance(g, torch.Tensor) for g in grads):
+        return None
+    try:
+        norm = math.sqrt(sum(float((g.detach().double() ** 2).sum()) for g in grads))
+    except RuntimeError:  # e.g. meta tensors
+        return None
+    return norm if math.isfinite(norm) else None
+
+
+def _event(log: "Log", kind: str, params: Optional[list]) -> None:
+    if log.record and len(log.events) < MAX_EVENTS:
+        log.events.append([kind, len(log.losses) - 1, None if params is None else _grad_norm(params)])
 
 
 class RecordingNet:
@@ -151,7 +175,13 @@ class RecordingLoss(nn.Module):
         # Same value, gradients multiplied by scale: what the student reports is unaffected.
         # Every other minibatch keeps its natural gradients so both sides of the threshold are seen.
         self.current_scale = scale
-        return value + (scale - 1.0) * (value - value.detach()) if scale != 1.0 else value
+        out = value + (scale - 1.0) * (value - value.detach()) if scale != 1.0 else value
+        if self.log.record and out.requires_grad:  # when backward() reaches this loss
+            out.register_hook(self._backward_hook)
+        return out
+
+    def _backward_hook(self, grad: torch.Tensor) -> None:
+        _event(self.log, "backward", None)
 
 
 def _pairing(y_hat: torch.Tensor, y: torch.Tensor, outputs: Optional[torch.Tensor]) -> dict:
@@ -194,6 +224,7 @@ class RecordingUpdater:
         self.log.updater_args.append(batch_size)
         size = float(batch_size) if isinstance(batch_size, numbers.Real) else None
         self.log.updates.append(_update_entry(self.net.params, self.log, batch_size=size))
+        _event(self.log, "step", self.net.params)
         # Undo the loss's gradient scale, so that a missing clip cannot blow the model up
         # (and the student's code with it) before the behaviour is observed.
         sgd(self.net.params, self.lr / self.loss.current_scale, batch_size)
@@ -211,6 +242,7 @@ class RecordingSGD(torch.optim.SGD):
         # believed only when it says "not zeroed", as a reason for gradients that do not match
         zeroed = self._zeroed or not self._log.updates
         self._log.updates.append(_update_entry(self._net.params, self._log, zeroed=zeroed))
+        _event(self._log, "step", self._net.params)
         self._zeroed = False
         for group in self.param_groups:  # undo the loss's gradient scale, as RecordingUpdater does
             group["lr"] = self._lr / self._loss.current_scale
@@ -219,6 +251,7 @@ class RecordingSGD(torch.optim.SGD):
     def zero_grad(self, set_to_none: bool = True) -> None:  # noqa: D102
         self._log.zero_grads += 1
         self._zeroed = True
+        _event(self._log, "zero_grad", self._net.params)
         super().zero_grad(set_to_none)
 
 
@@ -283,7 +316,7 @@ def run_training(
         "num_batches": len(log.losses),
     }
     if record:
-        result.update(calls=log.calls, losses=log.losses, updates=log.updates)
+        result.update(calls=log.calls, losses=log.losses, updates=log.updates, events=log.events)
     if keep_params or record:
         result["params"] = [p.detach().clone() for p in net.params]
     return result

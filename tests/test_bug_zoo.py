@@ -218,9 +218,31 @@ TRAIN_BUGS = {
     "train-clips-after-update": Bug("train_epoch", edits("train_epoch.py",
                                                          (SCRATCH_UPDATE, "            l.backward()\n            updater(batch_size=1)\n            grad_clipping(net, 1)\n"),
                                                          (OPTIM_UPDATE, "            l.backward()\n            updater.step()\n            grad_clipping(net, 1)\n")),
-                                    ("train_epoch.clipping",), ("before the update",), ("train_epoch.labels",)),
+                                    ("train_epoch.clipping", "train_epoch.optimizer"),
+                                    ("> θ = 1: call grad_clipping(net, 1) after loss.backward() and before updater(batch_size=1)",),
+                                    ("train_epoch.labels",)),
     "train-no-clipping": Bug("train_epoch", mutate("train_epoch.py", "            grad_clipping(net, 1)\n", "", count=2),
-                             ("train_epoch.clipping",), ("clipped",), ("train_epoch.labels",)),
+                             ("train_epoch.clipping", "train_epoch.optimizer"),
+                             ("call grad_clipping(net, 1) after loss.backward() and before updater(batch_size=1)",),
+                             ("train_epoch.labels",)),
+    # mistakes in the torch.optim branch alone: only the optimizer check runs it
+    "train-optimizer-clips-after-step": Bug(
+        "train_epoch", mutate("train_epoch.py", OPTIM_UPDATE, "            l.backward()\n            updater.step()\n"
+                                                             "            grad_clipping(net, 1)\n"),
+        ("train_epoch.optimizer",),
+        ("> θ = 1 (they were clipped only after the step): call grad_clipping(net, 1) after loss.backward() and before updater.step()",),
+        ("train_epoch.clipping", "train_epoch.perplexity", "train_epoch.labels")),
+    "train-optimizer-no-clipping": Bug(
+        "train_epoch", mutate("train_epoch.py", OPTIM_UPDATE, "            l.backward()\n            updater.step()\n"),
+        ("train_epoch.optimizer",),
+        ("> θ = 1: call grad_clipping(net, 1) after loss.backward() and before updater.step()",),
+        ("train_epoch.clipping", "train_epoch.perplexity", "train_epoch.labels")),
+    "train-optimizer-clips-before-backward": Bug(
+        "train_epoch", mutate("train_epoch.py", "            updater.zero_grad()\n" + OPTIM_UPDATE,
+                              "            updater.zero_grad()\n            grad_clipping(net, 1)\n"
+                              "            l.backward()\n            updater.step()\n"),
+        ("train_epoch.optimizer",), ("call grad_clipping(net, 1) after loss.backward()",),
+        ("train_epoch.clipping", "train_epoch.perplexity", "train_epoch.labels")),
     "train-no-zero-grad": Bug("train_epoch", mutate("train_epoch.py", "            updater.zero_grad()\n", ""),
                               ("train_epoch.optimizer",), ("zero_grad",), ("train_epoch.clipping", "train_epoch.perplexity")),
     "train-updater-batch-size": Bug("train_epoch", mutate("train_epoch.py", "updater(batch_size=1)", "updater(batch_size=X.shape[0])"),

@@ -35,6 +35,10 @@ HINTS = (
     Hint(r"backward through the graph a second time", "detach the state between minibatches (s.detach_())"),
     Hint(r"object is not callable", "the updater may be a torch.optim optimizer: call updater.step() for those"),
     Hint(r"has no attribute 'step'|has no attribute 'zero_grad'", "the updater may be a plain function: call updater(batch_size=1)"),
+    Hint(r"for \*\* or pow\(\): 'NoneType'|'NoneType' object (does not support item assignment|is not subscriptable"
+         r"|has no attribute '(mul_|norm|flatten|data)')",
+         "a gradient was None, as before the first backward(): call grad_clipping(net, 1) after loss.backward() "
+         "and before the update"),
 )
 #: relative band around the reference's perplexity; same seeds, so only float reordering moves it
 BAND = 0.05
@@ -209,7 +213,7 @@ def judge_labels(observed: Any, setup: dict, epochs: int, **options: Any) -> Ver
 
 def judge_clipping(observed: Any, setup: dict, epochs: int, **options: Any) -> Verdict:
     rp = replay(observed, setup, epochs, **options)
-    verdict = _judge_updates(rp, "clipping")
+    verdict = _judge_updates(rp, "clipping", _events(observed))
     return dataclasses.replace(verdict, figures={**verdict.figures, **_clipping_figure(rp.updates)})
 
 
@@ -235,43 +239,119 @@ def judge_optimizer(observed: Any, setup: dict, epochs: int, **options: Any) -> 
     rp = replay(observed, setup, epochs, **options)
     if not rp.malformed and rp.losses and not rp.updates:
         return Verdict.failed("updater.step() was never called")
-    return _judge_updates(rp, "optimizer")
+    return _judge_updates(rp, "optimizer", _events(observed))
 
 
-def _judge_updates(rp: Replay, what: str) -> Verdict:
+#: the clipping threshold of train_epoch and the slack of a norm said to be at it
+THETA, NORM_SLACK = 1.0, 1e-3
+EVENT_KINDS = ("backward", "zero_grad", "step")
+
+
+def _events(observed: Any) -> list:
+    """The order the run recorded (backward, zero_grad, step), as plain (kind, loss, norm) triples.
+
+    The runner's word, so it only ever words a failure the replay has already found; odd data reads as none.
+    """
+    raw = observed.get("events") if isinstance(observed, dict) else None
+    if not isinstance(raw, list):
+        return []
+    events = []
+    for item in raw[:1000]:
+        if not (isinstance(item, list) and len(item) == 3 and item[0] in EVENT_KINDS
+                and isinstance(item[1], int) and not isinstance(item[1], bool)
+                and (item[2] is None or (isinstance(item[2], float) and math.isfinite(item[2])))):
+            return []
+        events.append(tuple(item))
+    return events
+
+
+def _step_event(events: list, k: int) -> Optional[int]:
+    """The index in ``events`` of the k-th (1-based) step, if recorded."""
+    steps = [j for j, e in enumerate(events) if e[0] == "step"]
+    return steps[k - 1] if len(steps) >= k else None
+
+
+def _clipped_after(events: list, k: int) -> str:
+    """Why update k saw unclipped gradients, where the order recorded says so; "" when it does not."""
+    j = _step_event(events, k)
+    if j is None:
+        return ""
+    for kind, _, norm in events[j + 1:]:
+        if kind == "backward":
+            break
+        if norm is not None and 0 < norm <= THETA + NORM_SLACK:  # the same gradients, clipped after the step
+            return " (they were clipped only after the step)"
+    return ""
+
+
+def _missing_gradients(events: list, k: int, step: str) -> str:
+    """Why update k found a parameter without a gradient, where the order recorded says so."""
+    j = _step_event(events, k)
+    if j is not None:
+        before = events[:j]
+        backward = max((i for i, e in enumerate(before) if e[0] == "backward"), default=None)
+        previous = max((i for i, e in enumerate(before) if e[0] == "step"), default=None)
+        if backward is None or (previous is not None and backward < previous):
+            return (f"in minibatch {k} {step} came before loss.backward(), so there were no gradients to step "
+                    f"with: call loss.backward(), then grad_clipping(net, 1), then {step}")
+        if any(e[0] == "zero_grad" for e in before[backward + 1:]):
+            return (f"in minibatch {k} updater.zero_grad() was called after loss.backward(), which threw this "
+                    f"minibatch's gradients away before {step}: call updater.zero_grad() before loss.backward()")
+    return f"at update {k} some parameter had no gradient: call loss.backward() before {step}"
+
+
+def _judge_updates(rp: Replay, what: str, events: list = ()) -> Verdict:
+    """Every update must see this minibatch's own gradients (recomputed by the replay), clipped to norm θ.
+
+    That single observation covers the order: zero_grad before backward (else the gradients are summed
+    with earlier ones, or gone), backward before clipping and clipping before the step (else the step sees
+    them unclipped). The recorded order of events only words the failure.
+    """
     if rp.malformed:
         return Verdict.failed(rp.problem)
+    events = list(events)
     updates, batches = rp.updates, len(rp.losses)
+    step = "updater.step()" if what == "optimizer" else "updater(batch_size=1)"
+    stepped = "the optimizer stepped" if what == "optimizer" else "the updater was called"
     if not updates:
         return Verdict.failed("the updater was never called, so the model never learned")
     if len(updates) != batches or any(n != 1 for n in rp.steps):
         return Verdict.failed(f"{len(updates)} updates for {batches} minibatches: update exactly once per minibatch")
     for k, update in enumerate(updates, start=1):
         if not update.get("known"):
-            return Verdict.failed(f"at update {k} some parameter had no gradient")
+            return Verdict.failed(_missing_gradients(events, k, step))
         if update["match"]:
             continue
         fresh, norm = update.get("fresh_norm", math.nan), update["norm"]
+        if update.get("own") and fresh > THETA and norm > THETA + NORM_SLACK:
+            unclipped = "unclipped " if abs(norm - fresh) <= NORM_SLACK * fresh else ""
+            return Verdict.failed(f"in minibatch {k} {stepped} with {unclipped}gradients of norm {norm:.4g} > θ = 1"
+                                  f"{_clipped_after(events, k)}: call grad_clipping(net, 1) after loss.backward() "
+                                  f"and before {step}")
         if what == "optimizer" and k > 1 and update.get("zeroed") is False:
             return Verdict.failed(f"at update {k} the gradients were not this minibatch's alone: updater.zero_grad() was "
                                   "not called since the previous step, so backward() added to the old gradients; "
                                   "call updater.zero_grad() before backward()")
-        if what == "optimizer" and k > 1 and norm > 1.0 + 1e-3:
+        if what == "optimizer" and k > 1 and norm > THETA + NORM_SLACK:
             return Verdict.failed(f"at update {k} the gradients were not this minibatch's (norm {norm:.3g}); gradients "
                                   "from earlier minibatches were still there: call updater.zero_grad() before backward()")
-        if fresh > 1.0 and norm > 1.0 + 1e-3:
-            return Verdict.failed(f"at update {k} the gradient norm was {norm:.4g} (> 1): gradients must be clipped "
-                                  "to norm 1 after backward() and before the update")
-        if fresh <= 1.0 and abs(norm - 1.0) < 1e-3:
+        if fresh > THETA and norm > THETA + NORM_SLACK:
+            return Verdict.failed(f"in minibatch {k} {stepped} with gradients of norm {norm:.4g} > θ = 1, not this "
+                                  f"minibatch's gradients clipped: call grad_clipping(net, 1) after loss.backward() "
+                                  f"and before {step}")
+        if fresh <= THETA and abs(norm - THETA) < NORM_SLACK:
             return Verdict.failed(f"at update {k} gradients of norm {fresh:.3g} were rescaled up to 1; "
                                   "only clip when the norm is above θ")
         return Verdict.failed(f"at update {k} the gradients differ from this minibatch's gradients clipped to norm 1 "
-                              f"(norm {norm:.4g}, expected {min(fresh, 1.0):.4g})")
+                              f"(norm {norm:.4g}, expected {min(fresh, THETA):.4g})")
     if rp.problem:
         return Verdict.failed(rp.problem)
+    scaled = sum(1 for u in updates if u.get("fresh_norm", 0.0) > THETA)
     if what == "optimizer":
-        return Verdict.passed(f"zero_grad, backward, clip and step in order for all {batches} minibatches")
-    return Verdict.passed(f"gradients clipped to norm 1 before every one of {batches} updates")
+        return Verdict.passed(f"at each of {batches} steps the gradients were this minibatch's own (zeroed before "
+                              f"backward), clipped to norm ≤ 1 before updater.step() ({scaled} of them were above θ)")
+    return Verdict.passed(f"gradients clipped to norm 1 before every one of {batches} updates "
+                          f"({scaled} of them were above θ)")
 
 
 # ---------------------------------------------------------------- registration
@@ -307,7 +387,7 @@ def grader_checks(config):
         Check(EXERCISE, "clipping", "gradients are clipped to norm 1 before every update", 2,
               probe(loss_scale=GRAD_SCALE), judge_clipping),
         Check(EXERCISE, "optimizer", "with a torch.optim optimizer: zero_grad, backward, clip, step", 2,
-              probe(optimizer=True), judge_optimizer),
+              probe(optimizer=True, loss_scale=GRAD_SCALE), judge_optimizer),
     ]
 
 
