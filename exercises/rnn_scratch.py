@@ -1,8 +1,9 @@
 """Exercise: the scratch RNN language model (Dive into Deep Learning, "RNN from scratch").
 
-Implement the three functions below, then run `grade .` in this folder's parent
-(or `grade exercises/`). Keep the `@hookimpl` markers: they tell the grader which
-function is which. Helper functions and extra imports are fine.
+Implement the three functions below, then run `grade FOLDER` with the folder that holds
+this file (`grade .` inside it, or e.g. `grade exercises/` from its parent). Keep the
+`@hookimpl` markers: they tell the grader which function is which. Helper functions and
+extra imports are fine.
 """
 
 import torch

@@ -17,8 +17,9 @@ def train_epoch(net, train_iter, loss, updater, device, use_random_iter):
     For each minibatch (X, Y), both of shape (B, T):
     - state: create it with net.begin_state(batch_size=X.shape[0], device=device)
       for the first minibatch, and for EVERY minibatch when use_random_iter is
-      true; otherwise keep the previous state but detach it (s.detach_() for
-      each tensor in the state) so gradients stop at the minibatch boundary;
+      true; otherwise keep the previous state but detach it so gradients stop
+      at the minibatch boundary. The state is a tuple of tensors for the scratch
+      model and nn.LSTM, but a single tensor for nn.RNN and nn.GRU: handle both;
     - labels: the outputs come time step by time step, so compare them with
       y = Y.T.reshape(-1); move X and y to device;
     - y_hat, state = net(X, state); l = loss(y_hat, y.long()).mean();
