@@ -334,3 +334,79 @@ def _plain_pair(returned: Any) -> Any:
             out.append(float(item) if isinstance(item, numbers.Real) else type(item).__name__)
         return out
     return type(returned).__name__
+
+
+# ---------------------------------------------------------------- concise models (nn.Module)
+
+
+def _state_kind(state: Any) -> str:
+    """"tensor", "tuple" (of tensors) or the type's name: what a concise model was handed as its state."""
+    if isinstance(state, torch.Tensor):
+        return "tensor"
+    if isinstance(state, tuple) and state and all(isinstance(s, torch.Tensor) for s in state):
+        return "tuple"
+    return type(state).__name__
+
+
+class RecordingModule(nn.Module):
+    """Wraps a concise model (an ``nn.Module`` around ``nn.RNN``/``nn.GRU``/``nn.LSTM``); records each call's state.
+
+    Only counts and flags are kept: whether the incoming state is a tensor or a tuple, and whether it still
+    holds a graph (believed only when it says so, as :class:`RecordingNet`'s flag).
+    """
+
+    def __init__(self, inner: nn.Module, log: Log):
+        super().__init__()
+        self.inner = inner
+        self._log = log
+        self.vocab_size = getattr(inner, "vocab_size", None)
+        self.num_hiddens = getattr(inner, "num_hiddens", None)
+
+    def begin_state(self, *args: Any, **kwargs: Any):
+        # the book calls begin_state(batch_size=..., device=...); accept either order positionally
+        for arg in args:
+            if isinstance(arg, numbers.Integral) and "batch_size" not in kwargs:
+                kwargs["batch_size"] = int(arg)
+            elif "device" not in kwargs:
+                kwargs["device"] = arg
+        self._log.begin_states += 1
+        return self.inner.begin_state(device=kwargs.get("device"), batch_size=kwargs.get("batch_size", 1))
+
+    def forward(self, X: torch.Tensor, state: Any):
+        tensors = [state] if isinstance(state, torch.Tensor) else \
+            [s for s in state if isinstance(s, torch.Tensor)] if isinstance(state, (tuple, list)) else []
+        self._log.calls.append({"batch": self._log.batch, "kind": _state_kind(state),
+                               "has_grad_fn": any(t.grad_fn is not None for t in tensors)})
+        return self.inner(X, state)
+
+
+def run_module_training(train_epoch: Callable, hooks: dict[str, Callable], setup: Setup, log: Log,
+                        layer: str = "RNN", optimizer: bool = False, max_batches: Optional[int] = None) -> dict:
+    """One sequential epoch of ``train_epoch`` on the reference's concise model around a seeded ``nn.<layer>``.
+
+    ``log`` is the caller's, so that what was observed survives an exception from the student's loop.
+    """
+    vocab, ids = vocab_and_ids(setup.corpus)
+    V = len(vocab)
+    torch.manual_seed(setup.seed)
+    net = RecordingModule(hooks["rnn_model"](getattr(nn, layer)(V, setup.num_hiddens), V), log)
+    loader = RecordingIter(loader_for(setup, ids, False), log, max_batches)
+    params = list(net.parameters())
+    loss = nn.CrossEntropyLoss()
+    if optimizer:
+        updater: Any = torch.optim.SGD(params, lr=setup.lr)
+        updater.register_step_post_hook(lambda *_: log.updates.append({}))
+    else:
+        def updater(batch_size: int = 1, *args: Any, **kwargs: Any) -> None:  # the book's scratch updater
+            log.updates.append({})
+            sgd(params, setup.lr, batch_size)
+    torch.manual_seed(setup.seed)
+    returned = train_epoch(net, loader, loss, updater, torch.device("cpu"), False)
+    return {"returned": _plain_pair(returned)}
+
+
+def module_calls(log: Log) -> dict:
+    """What a :func:`run_module_training` log says, as plain data."""
+    return {"calls": [{"kind": c["kind"], "has_grad_fn": c["has_grad_fn"]} for c in log.calls[:200]],
+            "begin_states": log.begin_states, "updates": len(log.updates),
+            "batches": (log.batch[1] + 1) if log.batch else 0}

@@ -158,7 +158,8 @@ def train_epoch(net, train_iter, loss, updater, device, use_random_iter):
         if use_random_iter or state is None:
             state = net.begin_state(batch_size=B, device=device)
         else:
-            state = (state[0].detach(),)
+            # nn.RNN/nn.GRU: one tensor; the scratch model and nn.LSTM: a tuple
+            state = state.detach() if isinstance(state, torch.Tensor) else tuple(s.detach() for s in state)
         X, Y = X.to(device), Y.to(device)
         y_hat, state = net(X, state)
         y_hat = y_hat.reshape(T, B, -1).transpose(0, 1).reshape(B * T, -1)  # batch-major rows
@@ -201,7 +202,7 @@ def train_epoch(net, train_iter, loss, updater, device, use_random_iter):
         if state is None or use_random_iter:
             state = net.begin_state(X.shape[0], device)
         else:
-            state = tuple(s.detach() for s in state)
+            state = state.detach() if isinstance(state, torch.Tensor) else tuple(s.detach() for s in state)
         y = Y.T.reshape(-1).to(device)
         y_hat, state = net(X.to(device), state)
         l = loss(y_hat, y).mean()
@@ -233,7 +234,7 @@ def small_normal(shape, device):
 
 
 def detach_all(state):
-    for s in state:
+    for s in [state] if isinstance(state, torch.Tensor) else state:
         s.detach_()
 '''
 

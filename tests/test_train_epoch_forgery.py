@@ -24,9 +24,12 @@ from grader.config import RunConfig
 from grader.plugins import reference_hooks
 from grader.training import Setup, run_training
 
-CHECKS = {c.name: c for c in te.grader_checks(RunConfig())}
+#: the checks whose record is the scratch model's, replayed by the judge; ``state.module`` runs nn.Module models and
+#: reads only counts and flags (tests/test_train_epoch_modules.py)
+NOT_REPLAYED = ("state.module",)
+CHECKS = {c.name: c for c in te.grader_checks(RunConfig()) if c.name not in NOT_REPLAYED}
 #: a course's secret seed moves the corpus, the seeds and the sizes
-SECRET_CHECKS = {c.name: c for c in te.grader_checks(RunConfig(secret="forgery tests"))}
+SECRET_CHECKS = {c.name: c for c in te.grader_checks(RunConfig(secret="forgery tests")) if c.name not in NOT_REPLAYED}
 BEHAVIOUR = [name for name in CHECKS if name != "perplexity"]
 BATCH_SIZE = CHECKS["labels"].probe.params["setup"]["batch_size"]
 HOOKS = reference_hooks()
@@ -282,6 +285,7 @@ def test_a_submission_faking_its_updates_earns_nothing(grading, submission):
     report = grading(submission({"train_epoch.py": SKELETON_FORGER}))
     checks = [c for c in report.all_checks() if c.exercise == "train_epoch"]
     assert not [(c.check_id, c.message) for c in checks if c.points > 0]
+    checks = [c for c in checks if c.check_id.removeprefix("train_epoch.") not in NOT_REPLAYED]
     # the behaviour checks fail on the recomputation, not on a claim the submission left out
     assert all("not consistent with a run of the model" in c.message or "gradient" in c.message
                for c in checks if c.check_id != "train_epoch.perplexity"), [c.message for c in checks]

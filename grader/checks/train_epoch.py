@@ -28,7 +28,8 @@ from grader.hints import Hint
 from grader.plugins import reference_hooks
 from grader.results import Verdict
 from grader.replay import Malformed, Replay, as_tensor, inconsistent, initial_params, minibatches, replay
-from grader.training import Setup, run_training
+from grader.training import Log, Setup, loader_for, module_calls, run_module_training, run_training
+from grader.corpus import vocab_and_ids
 
 EXERCISE = "train_epoch"
 HINTS = (
@@ -51,6 +52,22 @@ EVAL_BATCHES = 12
 
 def probe_train(ctx, setup: dict, epochs: int, **options: Any) -> Any:
     return run_training(ctx.student("train_epoch"), ctx.reference, Setup(**setup), epochs, **options)
+
+
+#: the concise models (layer, torch.optim updater?) train_epoch also runs on: a state that is one tensor
+#: (nn.RNN) and a tuple of tensors (nn.LSTM), each with both kinds of updater
+MODULE_CASES = (("RNN", False), ("RNN", True), ("LSTM", False), ("LSTM", True))
+
+
+def probe_modules(ctx, setup: dict, max_batches: int, cases: list) -> Any:
+    """The student's train_epoch for a few sequential minibatches on the reference's concise models."""
+    train_epoch, out = ctx.student("train_epoch"), []
+    for layer, optimizer in cases:
+        log = Log()
+        result = ctx.attempt(lambda: run_module_training(train_epoch, ctx.reference, Setup(**setup), log,
+                                                         layer=layer, optimizer=optimizer, max_batches=max_batches))
+        out.append({**module_calls(log), "error": result.get("error") if isinstance(result, dict) else None})
+    return {"cases": out}
 
 
 # ---------------------------------------------------------------- judges
@@ -354,6 +371,81 @@ def _judge_updates(rp: Replay, what: str, events: list = ()) -> Verdict:
                           f"({scaled} of them were above θ)")
 
 
+def _module_fix(layer: str) -> str:
+    """The fix for a loop that treats this layer's state as the other kind."""
+    if layer == "LSTM":
+        return ("with an nn.LSTM model the state is a tuple (H, C), not one tensor: detach each tensor of it "
+                "(for s in state: s.detach_()), and state.detach_() only when isinstance(state, torch.Tensor)")
+    return (f"with an nn.{layer} model the state is one tensor, not a tuple: `for s in state: s.detach_()` detaches "
+            "views of it and fails; use state.detach_() when isinstance(state, torch.Tensor), else detach each "
+            "tensor of the tuple (nn.LSTM)")
+
+
+def _detach_fix(layer: str) -> str:
+    """The fix for a loop that does not detach the carried state."""
+    how = "a tuple (H, C): for s in state: s.detach_()" if layer == "LSTM" else \
+        "one tensor: state.detach_()"
+    return (f"detach the state before each minibatch after the first, so back-propagation stops at the minibatch "
+            f"boundary (for nn.{layer} it is {how})")
+
+
+def _torch_text(error: str, phrase: str) -> str:
+    """The quoted error up to the sentence holding ``phrase``, with where it was raised; torch's advice left out."""
+    text, at, where = error.rpartition(" at ")
+    if not at or ".py, line " not in where:
+        text, at, where = error, "", ""
+    cut = text.find(".", text.find(phrase) + len(phrase) - 1)
+    return (text[:cut + 1] if cut >= 0 else text) + (at + where if at else "")
+
+
+def _expected_batches(setup: dict, max_batches: int) -> int:
+    _, ids = vocab_and_ids(setup["corpus"])
+    return min(max_batches, sum(1 for _ in loader_for(Setup(**setup), ids, False)))
+
+
+def judge_module_state(observed: Any, setup: dict, max_batches: int, cases: list) -> Verdict:
+    runs = observed.get("cases") if isinstance(observed, dict) else None
+    if not isinstance(runs, list) or len(runs) != len(cases):
+        return Verdict.failed("the run with nn.Module models returned no usable record")
+    expected = _expected_batches(setup, max_batches)
+    for (layer, optimizer), run in zip(cases, runs):
+        updater = "a torch.optim optimizer" if optimizer else "the scratch updater"
+        where = f"on an nn.Module model around nn.{layer} with {updater}"
+        calls, error = run.get("calls") or [], run.get("error")
+        want = "tensor" if layer != "LSTM" else "tuple"
+        for k, call in enumerate(calls[1:], start=2):
+            if call.get("kind") != want:
+                shape = "one tensor" if want == "tensor" else "a tuple of tensors"
+                return Verdict.failed(f"{where}, minibatch {k} was given a state of type {call.get('kind')}, not the "
+                                      f"{shape} the model returned; keep the state {shape}: "
+                                      f"{_detach_fix(layer)}")
+            if call.get("has_grad_fn"):
+                return Verdict.failed(f"{where}, the state carried into minibatch {k} still has its computation "
+                                      f"graph, so backward() reaches back into the previous minibatch: "
+                                      f"{_detach_fix(layer)}")
+        if isinstance(error, str):
+            if "detach views in-place" in error:
+                return Verdict.failed(f"{where}, train_epoch failed: {_module_fix(layer)}. "
+                                      f"The error was: {_torch_text(error, 'detach views in-place')}")
+            if "backward through the graph a second time" in error:
+                return Verdict.failed(f"{where}, backward() went through a previous minibatch's graph, so the state "
+                                      f"was not detached: {_detach_fix(layer)}. The error was: "
+                                      f"{_torch_text(error, 'backward through the graph a second time')}")
+            fix = _module_fix(layer) if "detach" in error or "tuple" in error else \
+                f"the state of a concise model around nn.{layer} is {'a tuple of tensors' if layer == 'LSTM' else 'one tensor'}"
+            return Verdict.failed(f"{where}, train_epoch raised {error}; {fix}")
+        if len(calls) != expected or run.get("batches") != expected:
+            return Verdict.failed(f"{where}, train_epoch called the model {len(calls)} times for {expected} "
+                                  "minibatches; call it once per minibatch")
+        if run.get("updates") != expected:
+            step = "updater.step()" if optimizer else "updater(batch_size=1)"
+            return Verdict.failed(f"{where}, train_epoch updated the model {run.get('updates')} times for {expected} "
+                                  f"minibatches; update once per minibatch ({step})")
+    models = " and ".join(f"nn.{layer}" for layer in dict.fromkeys(layer for layer, _ in cases))
+    return Verdict.passed(f"state detached at every boundary of {expected} minibatches, one update each, on nn.Module models around "
+                          f"{models}, with both kinds of updater")
+
+
 # ---------------------------------------------------------------- registration
 
 
@@ -373,16 +465,24 @@ def grader_checks(config):
     full = Probe("train_epoch", probe_train, dict(setup=setup, epochs=epochs, keep_params=True), timeout=40.0,
                  hints=HINTS, reference=functools.partial(_full_reference, setup, epochs))
     sequential = probe()  # read by the state and the labels checks
+    modules = Probe("train_epoch", probe_modules,
+                    dict(setup=setup, max_batches=BEHAVIOUR_BATCHES, cases=[list(c) for c in MODULE_CASES]),
+                    timeout=20.0, hints=HINTS)
     return [
-        Check(EXERCISE, "perplexity", f"perplexity after {epochs} seeded epochs within {band:.0%} of the reference's", 4,
+        Check(EXERCISE, "perplexity", f"perplexity after {epochs} seeded epochs within {band:.0%} of the reference's", 3,
               full, functools.partial(judge_perplexity, band=band), settings=dict(band=float(band), epochs=int(epochs)),
               explains="The student's train_epoch trains the scratch model on the seeded corpus; its last epoch's "
                        "perplexity and the judge's own evaluation of the trained parameters must both fall in the band."),
-        Check(EXERCISE, "reported", "returns (exp(mean loss), tokens per second)", 3, probe(epochs=2), judge_reported),
+        Check(EXERCISE, "reported", "returns (exp(mean loss), tokens per second)", 2, probe(epochs=2), judge_reported),
         Check(EXERCISE, "state.sequential", "sequential sampling: fresh state once, then carried and detached", 3,
               sequential, judge_sequential_state),
         Check(EXERCISE, "state.random", "random sampling: a fresh state for every minibatch", 3,
               probe(use_random_iter=True), judge_random_state),
+        Check(EXERCISE, "state.module", "nn.Module models (nn.RNN: one tensor; nn.LSTM: a tuple): state detached", 2,
+              modules, judge_module_state,
+              explains="The student's train_epoch runs a few sequential minibatches on the reference's concise model "
+                       "around nn.RNN (a state that is one tensor) and nn.LSTM (a tuple of tensors), each with the "
+                       "scratch updater and a torch.optim optimizer; the state must be carried and detached."),
         Check(EXERCISE, "labels", "outputs are compared with labels Y.T.reshape(-1)", 3, sequential, judge_labels),
         Check(EXERCISE, "clipping", "gradients are clipped to norm 1 before every update", 2,
               probe(loss_scale=GRAD_SCALE), judge_clipping),
