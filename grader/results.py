@@ -64,10 +64,17 @@ class CheckResult:
     visibility: str = "visible"
 
     def __post_init__(self) -> None:
-        # one truth: a record made with hidden=True alone is kept from students too
+        # one truth: a record made with hidden=True alone, or with a visibility no one knows, is kept from students
+        if self.visibility not in VISIBILITIES:
+            object.__setattr__(self, "visibility", "hidden")
         if self.hidden and self.visibility == VISIBLE:
             object.__setattr__(self, "visibility", "after_published")
         object.__setattr__(self, "hidden", self.visibility != VISIBLE)
+
+    @property
+    def visible(self) -> bool:
+        """Whether a student may see it now."""
+        return self.visibility == VISIBLE
 
 
 @dataclass(frozen=True)
@@ -127,7 +134,7 @@ class GradingReport:
 
     def visible_checks(self) -> list[CheckResult]:
         """The checks a student may see now (visibility "visible")."""
-        return [c for c in self.all_checks() if c.visibility == VISIBLE]
+        return [c for c in self.all_checks() if c.visible]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

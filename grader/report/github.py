@@ -34,7 +34,6 @@ from grader.results import (
     CheckResult,
     GradingReport,
 )
-from grader.report.junit import shown
 
 #: GitHub shows 10 error annotations per step and 50 per job: beyond that they are lost, so the last
 #: one says how many more there are and where to read them
@@ -120,7 +119,7 @@ def workflow_command(kind: str, message: str, **properties: Any) -> str:
 
 def visible_score(report: GradingReport) -> tuple[float, float]:
     """Points and maximum of the visible checks: a hidden check's score is not the student's to see yet."""
-    checks = [c for c in report.all_checks() if shown(c)]
+    checks = [c for c in report.all_checks() if c.visible]
     return sum(c.points for c in checks), sum(c.max_points for c in checks)
 
 
@@ -130,7 +129,7 @@ def has_hidden(report: GradingReport, course: Any = None) -> bool:
     Hidden checks do not run without ``--hidden``, so a report graded in CI rarely holds one; the
     course configuration still says when some of its checks are hidden.
     """
-    if any(not shown(c) for c in report.all_checks()):
+    if any(not c.visible for c in report.all_checks()):
         return True
     if course is None:
         return False
@@ -158,7 +157,7 @@ def _untrusted_files(report: GradingReport, limit: int = 20) -> str:
 def step_summary(report: GradingReport, course: Any = None) -> str:
     """The Markdown appended to ``$GITHUB_STEP_SUMMARY`` (``course``: the configuration that graded it)."""
     points, max_points = visible_score(report)
-    checks = [(ex.name, c) for ex in report.exercises for c in ex.checks if shown(c)]
+    checks = [(ex.name, c) for ex in report.exercises for c in ex.checks if c.visible]
     lines = [f"## rnn-grader: {fmt_score(points, max_points)} points ({fmt_percent(points, max_points)}%)", ""]
     if report.untrusted:
         lines += ["> [!CAUTION]",
@@ -271,7 +270,7 @@ def annotations(report: GradingReport, workspace: Optional[str] = None) -> list[
     todo: dict[tuple[Optional[str], Optional[int], str], list[CheckResult]] = {}
     for exercise in report.exercises:
         for check in exercise.checks:
-            if not shown(check):
+            if not check.visible:
                 continue
             file, line = _location(report, check)
             if check.status == NOT_IMPLEMENTED:  # one note per unwritten function, not one per check

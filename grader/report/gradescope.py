@@ -31,7 +31,7 @@ from grader.report.formatting import (
     status_label,
     tally,
 )
-from grader.results import PASSED, VISIBILITIES, VISIBLE, CheckResult, ExerciseResult, GradingReport
+from grader.results import PASSED, CheckResult, ExerciseResult, GradingReport
 
 RESULTS_NAME = "results.json"
 
@@ -72,15 +72,6 @@ def _tags(exercise: str, hooks: tuple[str, ...]) -> list[str]:
     return tags
 
 
-def visibility(check: CheckResult) -> str:
-    """When students see the check; a check marked hidden is never "visible", whatever else it says."""
-    if check.visibility not in VISIBILITIES:
-        return "hidden"
-    if check.hidden and check.visibility == VISIBLE:
-        return "after_published"
-    return check.visibility
-
-
 def student_view(report: GradingReport) -> GradingReport:
     """The report as students may see it now: the visible checks only, the points and figures theirs.
 
@@ -89,7 +80,7 @@ def student_view(report: GradingReport) -> GradingReport:
     """
     exercises = []
     for exercise in report.exercises:
-        checks = tuple(c for c in exercise.checks if visibility(c) == VISIBLE)
+        checks = tuple(c for c in exercise.checks if c.visible)
         if not checks:
             continue
         exercises.append(replace(
@@ -100,7 +91,7 @@ def student_view(report: GradingReport) -> GradingReport:
 
 
 def has_hidden(report: GradingReport) -> bool:
-    return any(visibility(c) != VISIBLE for c in report.all_checks())
+    return any(not c.visible for c in report.all_checks())
 
 
 #: said in the top-level output while some checks are hidden
@@ -141,9 +132,9 @@ def _numbering(report: GradingReport) -> list[tuple[ExerciseResult, list[CheckRe
     """Exercises and their checks in the order they are numbered: visible ones first, so that the numbers
     students see have no gaps where a hidden check is."""
     def shown_first(checks: "tuple[CheckResult, ...] | list[CheckResult]") -> list[CheckResult]:
-        return sorted(checks, key=lambda c: visibility(c) != VISIBLE)  # stable: keeps each group's order
+        return sorted(checks, key=lambda c: not c.visible)  # stable: keeps each group's order
 
-    exercises = sorted(report.exercises, key=lambda e: not any(visibility(c) == VISIBLE for c in e.checks))
+    exercises = sorted(report.exercises, key=lambda e: not any(c.visible for c in e.checks))
     return [(exercise, shown_first(exercise.checks)) for exercise in exercises]
 
 
@@ -162,7 +153,7 @@ def to_gradescope(report: GradingReport) -> dict[str, Any]:
                     "status": "passed" if check.status == PASSED else "failed",
                     "output": _test_output(check),
                     "tags": _tags(exercise.name, check.hooks),
-                    "visibility": visibility(check),
+                    "visibility": check.visibility,
                     "extra_data": {"status": str(check.status)},
                 }
             )

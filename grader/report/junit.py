@@ -29,7 +29,6 @@ from grader.results import (
     NOT_IMPLEMENTED,
     PASSED,
     SKIPPED,
-    VISIBLE,
     CheckResult,
     GradingReport,
 )
@@ -48,11 +47,6 @@ _NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
 def xml_text(text: Any) -> str:
     """``text`` as XML 1.0 can hold it: controls and lone surrogates shown escaped, other misfits removed."""
     return _NOT_XML.sub("", clean_text(text))
-
-
-def shown(check: CheckResult) -> bool:
-    """Whether a check may appear in a student's CI log: visible, and not marked hidden."""
-    return check.visibility == VISIBLE and not check.hidden
 
 
 # status -> (element, type): not implemented costs points, so it is a failure, not a skip
@@ -130,8 +124,8 @@ def to_junit(report: GradingReport) -> ET.Element:
     seconds = []
     for exercise in report.exercises:
         # the checks of a device this machine lacks (CUDA) are test cases too, skipped
-        checks = [c for c in exercise.checks if shown(c)]
-        checks += [c for c in report.skipped_here if c.exercise == exercise.name and shown(c)]
+        checks = [c for c in exercise.checks if c.visible]
+        checks += [c for c in report.skipped_here if c.exercise == exercise.name and c.visible]
         if not checks:
             continue
         suite = ET.SubElement(root, "testsuite", name=xml_text(exercise.name))
