@@ -1,11 +1,13 @@
-"""What plugins declare: exercises, probes (runs of student code) and checks (verdicts on a run).
+"""What plugins declare: exercises, probes (runs of student code), checks (verdicts on a run) and
+misconceptions (the mistakes a failing run's data reveals).
 
 A :class:`Probe` is one run of ONE student hook in the runner, the reference supplying
 everything else: ``probe.run(ctx, **probe.params)`` calls the hook through ``ctx.student(name)``
 and returns plain data. A :class:`Check` judges that data in the grading process:
 ``check.judge(observed, **probe.params) -> Verdict``, recomputing the reference's side from the
 same seeded parameters and never trusting inputs that came back. Checks built on the same
-``Probe`` object read the same run: student code runs once for all of them.
+``Probe`` object read the same run: student code runs once for all of them. A
+:class:`Misconception` names the mistake behind a check that did not pass, from the same data.
 """
 
 from __future__ import annotations
@@ -88,3 +90,44 @@ class Check:
     @property
     def hook(self) -> str:
         return self.probe.hook
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a misconception may look at: one check's run of student code, which did not pass."""
+
+    check_id: str
+    #: the plain data the probe returned (None when the student's code raised)
+    observed: Any
+    #: the probe's parameters: the seeded inputs, rebuilt the same way as the judge rebuilds them
+    params: dict[str, Any]
+    #: the check's own verdict ("failed" or "error") and message, e.g. to read an exception's text
+    status: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Misconception:
+    """One recognisable mistake, worded as a teaching assistant would say it.
+
+    ``recognise(evidence) -> bool`` is called, in the grading process, only for checks of
+    ``checks`` that did not pass; it should match the mistake's exact behaviour (e.g. the reference
+    re-run with the mistake applied, on the same inputs) so that a match is a claim worth making.
+    An exception in it counts as no match.
+    """
+
+    #: short stable name, e.g. "rnn.relu-activation"; shown in reports and results.json
+    key: str
+    #: check ids it may explain; ``fnmatch`` patterns, e.g. ``"rnn_scratch.rnn.*"``
+    checks: tuple[str, ...]
+    #: the mistake, as a clause: "the hidden state uses ReLU instead of tanh"
+    mistake: str
+    #: why that is wrong, one or two sentences
+    why: str
+    #: the one-line fix
+    fix: str
+    recognise: Callable[[Evidence], bool]
+
+    def wording(self) -> str:
+        """The diagnosis as students read it."""
+        return f"Likely mistake: {self.mistake}. {self.why} Fix: {self.fix}"

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
     from grader.config import RunConfig
-    from grader.definitions import Check, Exercise
+    from grader.definitions import Check, Exercise, Misconception
     from grader.results import GradingReport
 
 
@@ -203,6 +203,20 @@ def grader_checks(config: "RunConfig") -> "Sequence[Check]":
 
     :param config: the run's settings (corpus, devices, whether hidden checks run).
     :return: checks; all plugins' lists are joined and run in exercise order.
+    """
+
+
+@hookspec
+def grader_misconceptions(config: "RunConfig") -> "Sequence[Misconception]":
+    """Contribute recognisable mistakes (a misconception catalogue) for checks of any plugin.
+
+    When a check does not pass, the misconceptions naming it are tried in order (built-in ones
+    first, then installed packs, then ``--plugins`` folders) and the first that recognises the
+    run's data replaces the check's message with its diagnosis; the check's own message is kept
+    as what it saw. Nothing is said when none matches, and passing checks are never diagnosed.
+
+    :param config: the run's settings.
+    :return: misconceptions; all plugins' lists are joined.
     """
 
 

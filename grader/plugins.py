@@ -16,7 +16,8 @@ ENTRY_POINT_GROUP = "rnn_grader"
 
 #: Built-in plugins, imported on demand so that importing grader has no side effects: the
 #: registry (the exercises) and one checks module per exercise.
-BUILTIN_PLUGINS = ("grader.registry", *(registry.checks_module(ex.name) for ex in registry.EXERCISES))
+BUILTIN_PLUGINS = ("grader.registry", *(registry.checks_module(ex.name) for ex in registry.EXERCISES),
+                   *(registry.misconceptions_module(ex.name) for ex in registry.EXERCISES))
 BUILTIN_REPORTERS = (
     "grader.report.terminal",
     "grader.report.html",

@@ -37,6 +37,7 @@ EXERCISE_HOOKS = tuple(hook for exercise in EXERCISES for hook in exercise.hooks
 EXERCISE_OF_HOOK = {hook: exercise.name for exercise in EXERCISES for hook in exercise.hooks}
 #: the packages holding one module per exercise
 CHECKS_PACKAGE, REFERENCE_PACKAGE = "grader.checks", "grader.reference"
+MISCONCEPTIONS_PACKAGE = "grader.judge.misconceptions"
 #: the demo submission: nearly every function correct, so as much an answer as the reference
 DEMO_PACKAGE = "grader.demo"
 #: packages that hold answers: never loaded in the runner, never visible in its sandbox (a checkout's
@@ -64,6 +65,11 @@ def file_name(exercise: str) -> str:
 
 def checks_module(exercise: str) -> str:
     return f"{CHECKS_PACKAGE}.{exercise}"
+
+
+def misconceptions_module(exercise: str) -> str:
+    """The exercise's built-in misconception catalogue (judge side: never imported by the runner)."""
+    return f"{MISCONCEPTIONS_PACKAGE}.{exercise}"
 
 
 def reference_module(exercise: str) -> str:

@@ -34,6 +34,8 @@ class Verdict:
     details: str = ""
     #: small figures for the report: {"label": value}; values are numbers or short strings
     figures: dict[str, Any] = field(default_factory=dict)
+    #: the key of the misconception that explains this verdict, when one was recognised
+    misconception: str = ""
 
     @classmethod
     def passed(cls, message: str = "", **kw: Any) -> "Verdict":
@@ -60,6 +62,11 @@ class CheckResult:
     output: str = ""
     seconds: float = 0.0
     hidden: bool = False
+    #: the recognised mistake's key (:class:`grader.definitions.Misconception`), or ""
+    misconception: str = ""
+    #: the check id whose message names this failure's cause, when another check of the same function
+    #: failed for the same reason (the cause is told once, there)
+    same_cause_as: str = ""
     #: when students see it on Gradescope: "visible", "hidden", "after_due_date" or "after_published"
     visibility: str = "visible"
 

@@ -21,8 +21,9 @@ import grader
 from grader.config import RunConfig
 from grader.corpus import corpus_facts, corpus_spec
 from grader.packs import PACK_PREFIX, probe_source
-from grader.definitions import Check, Exercise, Probe
+from grader.definitions import Check, Exercise, Misconception, Probe
 from grader.judge.answers import parts_without
+from grader.judge.diagnosis import applicable, catalogue, diagnose, tell_each_cause_once
 from grader.judge.loading import LoadedFiles, load, read_submission, run_timeout
 from grader.judge.runners import Runner
 from grader.judge.verdicts import decode, verdict_for
@@ -58,6 +59,8 @@ class Plan:
     memory_limit: int = DEFAULT_LIMITS.address_space
     #: checks that cannot run on this machine (a device it lacks): reported as skipped, worth nothing here
     unavailable: list[Check] = field(default_factory=list)
+    #: every plugin's misconceptions, tried on checks that do not pass (:mod:`grader.judge.diagnosis`)
+    misconceptions: list[Misconception] = field(default_factory=list)
 
     def judged(self, check: Check, decoded: Any, result: Optional[bytes]) -> Verdict:
         """``verdict_for(check, decoded)``, remembered for results seen before."""
@@ -67,7 +70,8 @@ class Plan:
         with self.verdicts_lock:
             known = self.verdicts.get(key)
         if known is None:
-            known = verdict_for(check, decoded, self.memory_limit)
+            known = diagnose(check, decoded.value.get("value"), verdict_for(check, decoded, self.memory_limit),
+                             applicable(check.id, self.misconceptions))
             with self.verdicts_lock:
                 if len(self.verdicts) >= MAX_REMEMBERED:
                     self.verdicts.clear()
@@ -105,7 +109,7 @@ def plan(pm: Any, config: RunConfig) -> Plan:
     elsewhere = sorted((c for c in elsewhere if (config.hidden or not c.hidden) and c.exercise in order),
                        key=lambda c: order[c.exercise])
     return Plan(exercises, checks, memory_limit=config.run_memory_limit or DEFAULT_LIMITS.address_space,
-                unavailable=elsewhere)
+                unavailable=elsewhere, misconceptions=catalogue(pm, config))
 
 
 def contributed_checks(pm: Any, config: RunConfig) -> list[Check]:
@@ -192,6 +196,8 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
             result = replace(result, points=0.0, status=INTEGRITY,
                              message="no points: " + "; ".join(flagged[check.exercise][:3]))
         results[check.id] = result
+    told_once = tell_each_cause_once([results[c.id] for c in the_plan.checks], the_plan.misconceptions)
+    results = {r.check_id: r for r in told_once}
     exercises = []
     for ex in the_plan.exercises:
         checks = tuple(results[c.id] for c in the_plan.checks if c.exercise == ex.name)
@@ -256,7 +262,7 @@ def _record(check: Check, verdict: Verdict, output: str = "", seconds: float = 0
         check_id=check.id, exercise=check.exercise, title=check.title, hooks=(check.hook,),
         max_points=float(check.points), points=round(check.points * fraction, 6), status=verdict.status,
         message=verdict.message, details=verdict.details, figures=dict(verdict.figures), output=output,
-        seconds=seconds, hidden=check.hidden, visibility=check.visibility,
+        seconds=seconds, hidden=check.hidden, visibility=check.visibility, misconception=verdict.misconception,
     )
 
 
