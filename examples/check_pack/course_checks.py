@@ -1,4 +1,5 @@
-"""An example check pack: one hidden check of ``grad_clipping`` on a deeper network.
+"""An example check pack: one hidden check of ``grad_clipping`` on a deeper network, and the mistake
+it is built to catch, named for students (a misconception).
 
 Load it with ``grade --plugins examples/check_pack`` or install it (``pip install
 examples/check_pack``: it registers under the ``rnn_grader`` entry point). Its check is hidden:
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from grader import hookimpl
-from grader.definitions import Check, Probe
+from grader.definitions import Check, Evidence, Misconception, Probe
 from grader.results import Verdict
 from grader.secret import secret_params
 from grader.wire import TensorData
@@ -75,3 +76,33 @@ def grader_checks(config: Any) -> list[Check]:
                   judge_deep_clip, visibility="hidden", settings={"theta": float(theta)},
                   explains="Eight parameters of a three-layer network, each gradient at its own scale, clipped to "
                            f"θ = {theta:g}: only the joint L2 norm over all of them gives the expected gradients.")]
+
+
+def clipped_per_layer(seed: int, theta: float) -> list[np.ndarray]:
+    """The gradients as a loop over layers would clip them: each layer's weight and bias by their own norm."""
+    given = [g.numpy().astype(np.float64) for g in gradients(seed)]
+    clipped = []
+    for weight, bias in zip(given[::2], given[1::2]):
+        norm = float(np.sqrt((weight ** 2).sum() + (bias ** 2).sum()))
+        clipped += [weight * min(1.0, theta / norm), bias * min(1.0, theta / norm)]
+    return clipped
+
+
+def recognise_per_layer(evidence: Evidence) -> bool:
+    """Runs in the judge, on a failing run only: are the gradients exactly those of per-layer clipping?"""
+    got = evidence.observed.get("grads")
+    expected = clipped_per_layer(evidence.params["seed"], evidence.params["theta"])
+    return len(got) == len(expected) and all(
+        isinstance(g, TensorData) and g.array is not None and np.allclose(g.array, w, rtol=1e-5, atol=1e-8)
+        for g, w in zip(got, expected))
+
+
+@hookimpl
+def grader_misconceptions(config: Any) -> list[Misconception]:
+    return [Misconception(
+        "course.clip-per-layer", ("grad_clipping.deep_network",),
+        "the gradients are clipped one layer at a time",
+        "Clipping bounds the norm of the whole gradient, every parameter together; a norm per layer lets the "
+        "layers' gradients add up to more than θ.",
+        "compute one norm over all parameters' gradients, then scale every gradient by θ / norm",
+        recognise_per_layer)]

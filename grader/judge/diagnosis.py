@@ -50,7 +50,7 @@ def diagnose(check: Check, observed: Any, verdict: Verdict, entries: Sequence[Mi
     evidence = Evidence(check.id, observed, dict(check.probe.params), verdict.status, verdict.message)
     for entry in entries:
         try:
-            matched = entry.recognise(evidence) is True
+            matched = bool(entry.recognise(evidence))
         except Exception:  # noqa: BLE001 - a recogniser that cannot read this data makes no claim
             log.debug("misconception %s raised on %s", entry.key, check.id, exc_info=True)
             matched = False
