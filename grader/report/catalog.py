@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 from grader.config import RunConfig
 from grader.definitions import Check
+from grader.judge.diagnosis import applicable
 from grader.report.formatting import fmt_points
 
 
@@ -82,6 +83,10 @@ def describe(check: Check, plan: Any) -> str:
     about = check.explains or _doc(check.judge)
     if about:
         lines += ["", textwrap.fill(about, width=100)]
+    named = applicable(check.id, plan.misconceptions)
+    if named:
+        lines += ["", "Mistakes it names when it fails:"]
+        lines += [f"  {m.key:<32} {m.mistake}" for m in named]
     return "\n".join(lines)
 
 
