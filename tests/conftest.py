@@ -131,6 +131,9 @@ class Bug:
     words: tuple[str, ...]
     #: checks of the same exercise that must still pass
     passes: tuple[str, ...] = field(default=())
+    #: the misconception that names the mistake on the first failing check, when the catalogue has one
+    #: (otherwise ``words`` must name the mistake in the check's own message)
+    named: str = ""
 
 
 def failures(report) -> str:
@@ -153,8 +156,21 @@ def assert_caught_where_it_lives(report, bug: Bug, exercise: str) -> None:
     assert set(lost(report)) == {exercise}, shown
     least = sum(checks[c].max_points for c in bug.fails)
     assert report.max_points - report.points >= least - 1e-6
-    message = checks[bug.fails[0]].message.lower()
-    assert any(w.lower() in message for w in bug.words), f"none of {bug.words} in: {checks[bug.fails[0]].message}"
+    carrier = checks[bug.fails[0]]
+    message = carrier.message.lower()
+    assert any(w.lower() in message for w in bug.words), f"none of {bug.words} in: {carrier.message}"
+    assert carrier.misconception == bug.named, f"expected misconception {bug.named!r}, got {carrier.misconception!r}:\n{shown}"
+    assert_messages_readable(report)
+
+
+def assert_messages_readable(report) -> None:
+    """Every failing message is whole (nothing cut off) and no cause is told twice in the same words."""
+    failing = [c for c in report.all_checks() if c.status != "passed"]
+    cut = [c.check_id for c in failing if "…" in c.message or c.message.rstrip().endswith("...")]
+    assert not cut, "messages cut off:\n" + failures(report)
+    messages = [c.message for c in failing if c.message]
+    repeated = sorted({m for m in messages if messages.count(m) > 1})
+    assert not repeated, f"the same message on several checks: {repeated}"
 
 
 def assert_reports_written(report) -> None:
