@@ -7,6 +7,7 @@ computes the reference's side of every check.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ def grade_folder(folder: Path, config: RunConfig, reporters: bool = True) -> Gra
     from grader.judge import engine
     from grader.judge.runners import Runner
 
+    started = time.monotonic()
     runner = Runner(sandbox="require" if config.isolation == "require" else "auto")
     try:
         runner.launch()
@@ -62,6 +64,8 @@ def grade_folder(folder: Path, config: RunConfig, reporters: bool = True) -> Gra
             the_plan = engine.plan(pm, config)
             engine.warm_up(the_plan)  # the reference's side of every check, while the runner starts
         report = engine.grade(folder, config, pm, runner, the_plan)
+        # "graded in": what the student waited, the runner's start and the planning included
+        report = replace(report, seconds=round(time.monotonic() - started, 3))
     finally:
         runner.stop()
     return Graded(report, pm, config, runner.isolated)
