@@ -1,10 +1,11 @@
 """Tests of the built-in reporters: terminal summary, HTML report, Gradescope results.
 
-The HTML of a fixed report is compared with ``tests/gold/report.html``. After an
-intended change to the templates or to :mod:`grader.report.html`, regenerate it
-and review the diff::
+The HTML of two fixed reports is compared with ``tests/gold/report.html`` (every
+status, hostile text) and ``tests/gold/report-diagnosis.html`` (recognised
+mistakes, "same cause as" links, charts). After an intended change to the
+templates or to :mod:`grader.report.html`, regenerate both and review the diff::
 
-    GRADER_UPDATE_GOLD=1 python -m pytest tests/test_reporters.py
+    GRADER_UPDATE_GOLD=1 python -m pytest -n 0 tests/test_reporters.py
 
 The headless-browser test runs only where ``chromium`` is on PATH.
 """
@@ -27,8 +28,9 @@ from grader import hookspecs
 from grader.report import gradescope, terminal
 from grader.report import html as html_report
 from grader.config import RunConfig
-from grader.report.html import line_chart, nice_ticks, render_html, templates_dir, write_html
-from grader.report.formatting import fmt_points, one_line
+from grader.report.html import exact_ticks, line_chart, nice_ticks, render_html, templates_dir, write_html
+from grader.figures import perplexity_chart
+from grader.report.formatting import fmt_points, hint_first, one_line, split_diagnosis, without_torch_advice
 from grader.results import (
     ERROR,
     FAILED,
@@ -43,6 +45,7 @@ from grader.results import (
 from grader.report.terminal import TerminalReporter, format_summary
 
 GOLD = Path(__file__).parent / "gold" / "report.html"
+GOLD_DIAGNOSIS = Path(__file__).parent / "gold" / "report-diagnosis.html"
 SCRIPT = "<script>alert(1)</script>"
 JINJA = "{{ 7*7 }}"
 
@@ -161,9 +164,59 @@ def make_report() -> GradingReport:
     )
 
 
+#: how the catalogue words a recognised mistake (grader.definitions.Misconception.wording)
+RELU_WORDING = ("Likely mistake: the hidden state uses ReLU instead of tanh. The book's RNN squashes every new state "
+                "with tanh, so each H stays in (-1, 1); ReLU lets it grow without bound. "
+                "Fix: H = torch.tanh(X @ W_xh + H @ W_hh + b_h)")
+#: a training chart where the student's line is the reference's: both must stay visible
+PERPLEXITY = perplexity_chart([20.0, 15.0, 12.5, 11.0], [20.0, 15.0, 12.5, 11.0], 3.5, "training perplexity per epoch")
+
+
+def make_diagnosed_report() -> GradingReport:
+    """A failing rnn as the judge reports it: one check names the mistake, two others share its cause."""
+    rnn = (
+        check("rnn_scratch", 1, FAILED, 0, 7, title="rnn computes the reference's outputs", hooks=("rnn",),
+              message=RELU_WORDING, misconception="rnn_scratch.relu",
+              details="What the check saw: outputs differ in 3918 of 3920 entries; largest error 3.68 " + SCRIPT,
+              figures={"largest error": 3.68, "hidden values": {
+                  "series": [{"label": "yours", "x": [1, 2, 3], "y": [0.5, 2.5, 7.0]},
+                             {"label": "reference", "x": [1, 2, 3], "y": [0.4, 0.7, 0.9]}],
+                  "title": "largest |H| per time step", "xlabel": "time step", "ylabel": "value"}}),
+        check("rnn_scratch", 2, FAILED, 0, 3, title="rnn starts from the state it is given", hooks=("rnn",),
+              message="same cause as rnn_scratch.1 (the hidden state uses ReLU instead of tanh)",
+              misconception="rnn_scratch.relu", same_cause_as="rnn_scratch.1",
+              details="What the check saw: outputs differ in 3916 of 3920 entries"),
+        check("rnn_scratch", 3, ERROR, 0, 5, title="gradients through rnn", hooks=("rnn",),
+              message="rnn raised RuntimeError: Trying to backward through the graph a second time (or directly "
+                      "access saved tensors after they have already been freed). Saved intermediate values of the "
+                      "graph are freed when you call .backward() or autograd.grad(). Specify retain_graph=True if "
+                      "you need to backward through the graph a second time or if you need to access saved tensors "
+                      "after calling backward. at rnn_scratch.py, line 40, in rnn: H.backward() "
+                      "(hint: detach the carried state instead of keeping its graph)"),
+    )
+    training = (
+        check("train_epoch", 1, PASSED, 3, 3, title="perplexity after 4 epochs", hooks=("train_epoch",),
+              message="perplexity 11 after 4 epochs (reference 11)", figures={"perplexity": PERPLEXITY}),
+    )
+    return GradingReport(
+        submission="submissions/bob", points=3, max_points=18,
+        exercises=(
+            ExerciseResult("rnn_scratch", "RNN from scratch", 0, 15, rnn),
+            # the engine gathers the checks' charts for the exercise as well
+            ExerciseResult("train_epoch", "Training one epoch", 3, 3, training, figures={"perplexity": PERPLEXITY}),
+        ),
+        seconds=7.25, grader_version="0.0.0-test",
+    )
+
+
 @pytest.fixture
 def report() -> GradingReport:
     return make_report()
+
+
+@pytest.fixture
+def diagnosed() -> GradingReport:
+    return make_diagnosed_report()
 
 
 # --------------------------------------------------------------------------
@@ -306,7 +359,9 @@ def test_html_content(report):
     assert "student/extra.py" in html and "WARNING" in html
     assert html.count("<details") >= 4 and "<pre>" in html
     assert "<svg" in html and "<polyline" in html
-    assert 'stroke-dasharray="7 4"' in html  # second series differs without colour
+    # the reference differs from the student's line without colour: thin and dashed, drawn on top of it
+    assert 'class="series reference" stroke="#1f2328" fill="none" stroke-width="1.5"' in html
+    assert 'stroke-dasharray="6 4"' in html
     assert "tokens/s" in html and "51234.5" in html
     assert "yours &lt;script&gt;" in html
 
@@ -345,26 +400,159 @@ def test_line_chart_tolerates_bad_data():
     assert line_chart([])["empty"] and line_chart("junk")["empty"]
 
 
-def test_html_gold(report):
-    html = render_html(report)
+def test_x_axis_starts_where_the_data_starts():
+    # epochs are counted from 1: no tick for an epoch 0 that never was
+    assert exact_ticks(1, 8) == (1, 8, [1, 2, 3, 4, 5, 6, 7, 8])
+    assert exact_ticks(1, 40)[2] == [1, 10, 20, 30, 40]
+    lo, hi, ticks = exact_ticks(0.25, 6.2)
+    assert (lo, hi) == (0.25, 6.2) and ticks == [1, 2, 3, 4, 5, 6]
+    chart = line_chart(PERPLEXITY["series"], xlabel="epoch")
+    assert [t["label"] for t in chart["xticks"]] == ["1", "2", "3", "4"]
+    assert chart["xticks"][0]["pos"] == chart["plot"]["left"]  # the first epoch at the axis
+
+
+def test_reference_line_stays_visible_where_it_coincides():
+    chart = line_chart(PERPLEXITY["series"])
+    yours, reference, lowest = chart["lines"]
+    assert yours["polylines"] == reference["polylines"]  # the same data: the same coordinates
+    # the reference is drawn last (on top), thinner than the student's and dashed; the legend keeps the given order
+    assert chart["drawn"][-1] is reference and [line["label"] for line in chart["lines"]] == [
+        "yours", "reference", "lowest possible"]
+    assert float(reference["width"]) < float(yours["width"]) and reference["dash"] and not yours["dash"]
+    assert lowest["dash"] and lowest["color"] not in (yours["color"], reference["color"])
+
+
+def test_perplexity_chart_names_its_axes():
+    assert (PERPLEXITY["xlabel"], PERPLEXITY["ylabel"]) == ("epoch", "perplexity")
+    assert [s["x"][0] for s in PERPLEXITY["series"]] == [1, 1, 1]
+    html = render_html(make_diagnosed_report())
+    assert re.search(r'<text class="axis-label x-label"[^>]*>epoch</text>', html)
+    assert re.search(r'<text class="axis-label y-label"[^>]*>perplexity</text>', html)
+    assert "x axis: epoch; y axis: perplexity;" in html  # said to screen readers too
+
+
+def test_html_draws_each_chart_once(diagnosed):
+    html = render_html(diagnosed)
+    # the exercise's copy of its check's chart is not drawn again
+    assert html.count(">training perplexity per epoch</figcaption>") == 1
+    # a chart only the exercise has is still drawn (tests/gold/report.html's perplexity)
+    assert "<svg" in render_html(make_report()).split('id="exercise-2"')[1]
+
+
+def _row(html: str, anchor: str) -> str:
+    match = re.search(rf'<tr class="[^"]*" id="{re.escape(anchor)}">(.*?)</tr>', html, re.S)
+    assert match, f"no row {anchor}"
+    return match[1]
+
+
+def test_html_shows_the_diagnosis_first_and_what_the_check_saw_below(diagnosed):
+    html = render_html(diagnosed)
+    row = _row(html, "check-1.1")
+    box = re.search(r'<div class="diagnosis" role="note">(.*?)</div>', row, re.S)[1]
+    assert "<strong>Likely mistake:</strong> the hidden state uses ReLU instead of tanh." in box
+    assert "<strong>Fix:</strong> H = torch.tanh(X @ W_xh + H @ W_hh + b_h)" in box
+    # the observation follows, open, without repeating its heading; submission text stays text
+    saw = row.index("<details open><summary>What the check saw</summary><pre>outputs differ in 3918")
+    assert saw > row.index('class="diagnosis"')
+    assert "&lt;script&gt;" in row and "<script" not in html
+
+
+def test_html_same_cause_links_to_the_check_that_names_it(diagnosed):
+    html = render_html(diagnosed)
+    row = _row(html, "check-1.2")
+    assert ('same cause as <a href="#check-1.1" title="rnn computes the reference&#39;s outputs">check 1.1</a> '
+            "(the hidden state uses ReLU instead of tanh)") in row
+    assert 'class="diagnosis"' not in row  # the cause is told once, at check 1.1
+    assert re.search(r'<details open><summary>What the check saw</summary><pre>outputs differ in 3916', row)
+    # a check named that is not in the report is not linked
+    lone = check("rnn_scratch", 9, FAILED, 0, 1, message="same cause as elsewhere.1 (x)", same_cause_as="elsewhere.1")
+    alone = GradingReport("s", 0, 1, (ExerciseResult("rnn_scratch", "RNN", 0, 1, (lone,)),))
+    assert "same cause as elsewhere.1 (x)</div>" in render_html(alone)
+
+
+def test_html_opens_the_figures_of_failing_checks(diagnosed):
+    html = render_html(diagnosed)
+    assert "<details open><summary>Figures</summary>" in _row(html, "check-1.1")
+    assert "<details><summary>Figures</summary>" in _row(html, "check-2.1")  # a passing check's stay closed
+
+
+def test_hint_first_puts_the_hint_before_the_quoted_error():
+    message = ("rnn raised RuntimeError: Expected all tensors to be on the same device, but found at least two "
+               "devices, cpu and meta! Other sentence. at rnn_scratch.py, line 37, in rnn: H = X @ W "
+               "(hint: create every tensor on the device you were given)")
+    told = hint_first(message)
+    assert told == ("rnn raised an error: create every tensor on the device you were given. torch said "
+                    "(RuntimeError): Expected all tensors to be on the same device, but found at least two devices, "
+                    "cpu and meta! (at rnn_scratch.py, line 37, in rnn: H = X @ W)")
+    assert hint_first(told) == told
+    # a check's own "; what to do" after the line the error was raised on
+    own = ("forward raised TypeError: bad operand; really at rnn_concise.py, line 3, in forward: y = f(x); "
+           "one-hot encode the tokens")
+    assert hint_first(own) == ("forward raised an error: one-hot encode the tokens. Python said (TypeError): bad "
+                               "operand; really (at rnn_concise.py, line 3, in forward: y = f(x))")
+    for plain in ("ZeroDivisionError: division by zero", "outputs differ; check H", RELU_WORDING,
+                  "rnn raised ValueError: no hint here at f.py, line 2, in rnn: x",
+                  "rnn raised an error: detach the state. torch said (RuntimeError): Trying to backward (at f.py, "
+                  "line 2, in rnn: x)"):
+        assert hint_first(plain) == plain
+
+
+def test_a_diagnosis_worded_otherwise_is_shown_whole():
+    assert split_diagnosis(RELU_WORDING)[1] == "H = torch.tanh(X @ W_xh + H @ W_hh + b_h)"
+    assert split_diagnosis("Likely mistake: the bias is missing.") == ("the bias is missing.", "")
+    mine = check("rnn_scratch", 1, FAILED, 0, 1, message="Likely mistake: the bias is missing.", misconception="pack.bias")
+    html = render_html(GradingReport("s", 0, 1, (ExerciseResult("rnn_scratch", "RNN", 0, 1, (mine,)),)))
+    assert "<strong>Likely mistake:</strong> the bias is missing.</p>" in html and "<strong>Fix:" not in html
+
+
+def test_torch_advice_that_is_the_wrong_fix_is_left_out():
+    error = ("Trying to backward through the graph a second time (or directly access saved tensors after they have "
+             "already been freed). Saved intermediate values of the graph are freed when you call .backward() or "
+             "autograd.grad(). Specify retain_graph=True if you need to backward through the graph a second time or "
+             "if you need to access saved tensors after calling backward.")
+    assert "retain_graph" not in without_torch_advice(error)
+    assert without_torch_advice(error).endswith("autograd.grad().")
+    anomaly = ("one of the variables needed for gradient computation has been modified by an inplace operation. "
+               "Hint: enable anomaly detection to find the operation that failed to compute its gradient, with "
+               "torch.autograd.set_detect_anomaly(True).")
+    assert without_torch_advice(anomaly) == anomaly.split(" Hint:")[0]
+
+
+def test_terminal_tells_a_diagnosis_whole_with_the_hint_first(diagnosed, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    text = format_summary(diagnosed, RunConfig())
+    flat = " ".join(line.strip() for line in text.splitlines())
+    assert "Likely mistake: the hidden state uses ReLU instead of tanh." in flat
+    assert "Fix: H = torch.tanh(X @ W_xh + H @ W_hh + b_h)" in flat and "…" not in text
+    # "same cause as" names the other check as the terminal lists it: by its title
+    assert ('same cause as "rnn computes the reference\'s outputs" (the hidden state uses ReLU instead of tanh)'
+            in flat)
+    hint = flat.index("rnn raised an error: detach the carried state instead of keeping its graph.")
+    assert hint < flat.index("torch said (RuntimeError): Trying to backward through the graph a second time")
+    assert any(line.strip().startswith("Fix: H = torch.tanh(") for line in text.splitlines())
+    assert "retain_graph" not in text and all(len(line) <= 100 for line in text.splitlines())
+
+
+@pytest.mark.parametrize("make, gold", [(make_report, GOLD), (make_diagnosed_report, GOLD_DIAGNOSIS)],
+                         ids=["statuses", "diagnosis"])
+def test_html_gold(make, gold):
+    html = render_html(make())
+    update = "GRADER_UPDATE_GOLD=1 python -m pytest -n 0 tests/test_reporters.py"
     if os.environ.get("GRADER_UPDATE_GOLD") == "1":
-        GOLD.parent.mkdir(parents=True, exist_ok=True)
-        GOLD.write_text(html, encoding="utf-8")
+        gold.parent.mkdir(parents=True, exist_ok=True)
+        gold.write_text(html, encoding="utf-8")
         return
-    assert GOLD.is_file(), "no gold file; run: GRADER_UPDATE_GOLD=1 python -m pytest tests/test_reporters.py"
-    expected = GOLD.read_text(encoding="utf-8")
+    assert gold.is_file(), f"no gold file; run: {update}"
+    expected = gold.read_text(encoding="utf-8")
     if html != expected:
         import difflib
 
         diff = "".join(
             difflib.unified_diff(
-                expected.splitlines(True), html.splitlines(True), "gold/report.html", "rendered", n=2
+                expected.splitlines(True), html.splitlines(True), f"gold/{gold.name}", "rendered", n=2
             )
         )
-        pytest.fail(
-            "HTML differs from tests/gold/report.html; if intended, run "
-            "GRADER_UPDATE_GOLD=1 python -m pytest tests/test_reporters.py\n" + diff[:6000]
-        )
+        pytest.fail(f"HTML differs from tests/gold/{gold.name}; if intended, run {update}\n" + diff[:6000])
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not on PATH")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, Optional
 
 from grader.prose import shorten
 from grader.results import ERROR, FAILED, INTEGRITY, NOT_IMPLEMENTED, PASSED, SKIPPED
@@ -128,3 +128,100 @@ def tally(statuses: Any) -> str:
 def check_number(exercise_index: int, check_index: int) -> str:
     """Gradescope-style number of a check, both indices 0-based: ``(0, 2) -> "1.3"``."""
     return f"{exercise_index + 1}.{check_index + 1}"
+
+
+#: the wording of a recognised misconception (:meth:`grader.definitions.Misconception.wording`)
+_DIAGNOSIS = re.compile(r"^Likely mistake: (?P<mistake>.+?) Fix: (?P<fix>.+)$", re.S)
+
+
+def split_diagnosis(message: str) -> tuple[str, str]:
+    """``(mistake and why, fix)`` of a recognised mistake's wording, so that the fix can stand on its own line;
+    ``(message, "")`` for any other message (less a "Likely mistake: " it starts with, which reports show as a label)."""
+    match = _DIAGNOSIS.match(message)
+    if match is None:
+        return message.removeprefix("Likely mistake: "), ""
+    return match["mistake"].strip(), match["fix"].strip()
+
+
+# --------------------------------------------------------------------------
+# Quoted errors: the hint first, the error trimmed to what matters
+# --------------------------------------------------------------------------
+
+#: advice in torch's own error texts that sends a student the wrong way here: a graph reached twice means a
+#: state that was not detached (never retain_graph=True), and the debugging switches find nothing in a grading
+TORCH_ADVICE = (
+    re.compile(r"\s*Specify retain_graph=True\b[^.]*\."),
+    re.compile(r"\s*Hint: enable anomaly detection\b.*?set_detect_anomaly\(True\)\.?", re.S),
+    re.compile(r"\s*Hint: the backtrace further above\b.*?Good luck!", re.S),
+    re.compile(r"\s*CUDA kernel errors might be asynchronously reported\b[^.]*\."),
+    re.compile(r"\s*For debugging consider passing CUDA_LAUNCH_BLOCKING=1\.?"),
+    re.compile(r"\s*Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions\.?"),
+)
+
+# "<who> raised <Type>: <error text>[ at file.py, line N, in f: code][ (hint: ...) | ; what to do]"
+_RAISED = re.compile(
+    r"^(?P<who>.*?) raised (?P<type>[A-Za-z_][\w.]*(?:Error|Exception|Warning|Exit|Interrupt)): (?P<rest>.+)$", re.S)
+_HINT_MARK = " (hint: "
+# where the runner says the error was raised: " at file.py, line 12, in rnn: <the line>"
+_LOCATION = re.compile(r" at [^ ]+\.py, line \d+(?:, in [\w<>.]+)?")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\[])")
+#: errors whose text Python wrote, not torch
+_PYTHON_ERRORS = frozenset({"TypeError", "AttributeError", "NameError", "KeyError", "IndexError", "ValueError",
+                            "UnboundLocalError", "ZeroDivisionError", "RecursionError", "AssertionError"})
+
+
+def without_torch_advice(text: str) -> str:
+    """``text`` less the advice torch adds to its errors that is the wrong fix in these exercises."""
+    for advice in TORCH_ADVICE:
+        text = advice.sub("", text)
+    return text
+
+
+def _last_location(text: str) -> Optional[re.Match[str]]:
+    found = None
+    for found in _LOCATION.finditer(text):
+        pass
+    return found
+
+
+def _split_hint(rest: str) -> tuple[str, str]:
+    """``(error, hint)`` of what follows "raised Type: "; the hint is "" when there is none."""
+    if rest.endswith(")") and _HINT_MARK in rest:
+        at = rest.rindex(_HINT_MARK)
+        return rest[:at], rest[at + len(_HINT_MARK):-1]
+    # a check's own "; what to do" after the runner's location (torch's text may hold "; " before it)
+    location = _last_location(rest)
+    if location is not None:
+        at = rest.rfind("; ", location.end())
+        if at >= 0:
+            return rest[:at], rest[at + 2:]
+    return rest, ""
+
+
+def _first_sentence(text: str) -> str:
+    parts = _SENTENCE_END.split(text, maxsplit=1)
+    return parts[0] if len(parts) > 1 and len(parts[0]) >= 20 else text
+
+
+def hint_first(message: str) -> str:
+    """A message quoting an error with a hint after it, said with the hint first.
+
+    ``"rnn raised RuntimeError: <torch's text> at f.py, line 3, in rnn: <code> (hint: <what to do>)"`` becomes
+    ``"rnn raised an error: <what to do>. torch said (RuntimeError): <its first sentence> (at f.py, line 3, ...)"``,
+    the words :func:`grader.hints.explain_error` gives the errors it words itself: a student reads the fix first,
+    and the error, trimmed to what went wrong, shows where. Torch's advice that is the wrong fix here is left
+    out of every message. Any other message is returned as it is.
+    """
+    message = without_torch_advice(message)
+    match = _RAISED.match(message)
+    if match is None:
+        return message
+    error, hint = _split_hint(match["rest"])
+    hint = hint.strip().rstrip(". ")
+    if not hint:
+        return message
+    location = _last_location(error)
+    text, where = (error[:location.start()], error[location.start() + len(" at "):]) if location else (error, "")
+    source = "Python" if match["type"] in _PYTHON_ERRORS else "torch"
+    return (f"{match['who']} raised an error: {hint}. {source} said ({match['type']}): "
+            f"{_first_sentence(text.strip())}" + (f" (at {where.strip()})" if where.strip() else ""))

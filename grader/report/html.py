@@ -27,7 +27,9 @@ from grader.report.formatting import (
     count_phrase,
     fmt_percent,
     fmt_points,
+    hint_first,
     one_line,
+    split_diagnosis,
     status_counts,
     status_label,
     trim,
@@ -46,6 +48,13 @@ _CHART_POINTS = 1_000
 #: with dash patterns so that lines differ without colour too.
 _PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
 _DASHES = ("", "7 4", "2 3", "9 3 2 3", "4 2", "1 2")
+#: the student's line: solid, wide, the first colour; the reference's: drawn last, thin and dashed in the text
+#: colour, so that where the two coincide (a passing check) both stay visible, the reference inside the student's
+_STUDENT_STYLE = {"color": _PALETTE[0], "dash": _DASHES[0], "width": "3.5"}
+_REFERENCE_STYLE = {"color": "#1f2328", "dash": "6 4", "width": "1.5"}
+_LINE_WIDTH = "2"
+#: an x axis of at most this many whole numbers (epochs, steps) gets a tick at each
+_ALL_INTEGER_TICKS = 12
 
 
 def templates_dir() -> Path:
@@ -107,6 +116,28 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> tuple[float, float, floa
     return start, stop, step
 
 
+def exact_ticks(lo: float, hi: float, count: int = 6) -> tuple[float, float, list[float]]:
+    """``(lo, hi, ticks)`` for an axis that spans exactly ``[lo, hi]``: an x axis starts where its data starts.
+
+    Epochs counted from 1 show 1 first, not a padded 0 no epoch ever had: whole-number ranges of a few values
+    get a tick at each, longer ones nice ticks plus their first value.
+    """
+    if hi < lo:
+        lo, hi = hi, lo
+    if hi == lo:
+        start, stop, step = nice_ticks(lo, hi, count)
+        return start, stop, [start + i * step for i in range(int(round((stop - start) / step)) + 1)]
+    whole = float(lo).is_integer() and float(hi).is_integer()
+    if whole and hi - lo <= _ALL_INTEGER_TICKS:
+        return lo, hi, [lo + i for i in range(int(hi - lo) + 1)]
+    _, _, step = nice_ticks(lo, hi, count)
+    first = math.ceil(lo / step - 1e-9) * step
+    ticks = [first + i * step for i in range(int(math.floor((hi - first) / step + 1e-9)) + 1)]
+    if whole and (not ticks or ticks[0] - lo >= 0.6 * step):
+        ticks.insert(0, lo)
+    return lo, hi, ticks
+
+
 def _tick_label(value: float, step: float) -> str:
     if abs(value) < step * 1e-9:
         value = 0.0
@@ -147,6 +178,20 @@ def _series_points(entry: Mapping[str, Any]) -> list[Optional[tuple[float, float
     return points
 
 
+def series_role(entry: Mapping[str, Any]) -> str:
+    """``"student"``, ``"reference"`` or ``""``: from the series' ``role``, else from its label ("yours", "reference")."""
+    role = entry.get("role")
+    if role in ("student", "reference"):
+        return str(role)
+    label = entry.get("label")
+    label = label.strip().lower() if isinstance(label, str) else ""
+    if label.startswith("reference"):
+        return "reference"
+    if label == "yours" or label.startswith(("yours ", "your ")):
+        return "student"
+    return ""
+
+
 def line_chart(
     series: Any,
     *,
@@ -163,6 +208,7 @@ def line_chart(
     """
     entries = [e for e in series if isinstance(e, Mapping)] if isinstance(series, (list, tuple)) else []
     parsed = [(clean_text(e.get("label", f"series {i + 1}")), _series_points(e)) for i, e in enumerate(entries)]
+    roles = [series_role(e) for e in entries]
     finite = [p for _, points in parsed for p in points if p is not None]
     chart: dict[str, Any] = {
         "title": one_line(title, 200),
@@ -171,6 +217,7 @@ def line_chart(
         "width": str(width),
         "height": str(height),
         "lines": [],
+        "drawn": [],
         "xticks": [],
         "yticks": [],
         "empty": not finite,
@@ -182,7 +229,7 @@ def line_chart(
 
     left, right, top, bottom = 64, 16, 12, 44
     plot_w, plot_h = width - left - right, height - top - bottom
-    x0, x1, xstep = nice_ticks(min(p[0] for p in finite), max(p[0] for p in finite))
+    x0, x1, xticks = exact_ticks(min(p[0] for p in finite), max(p[0] for p in finite))
     y0, y1, ystep = nice_ticks(min(p[1] for p in finite), max(p[1] for p in finite))
     if not all(math.isfinite(v) for v in (x0, x1, y0, y1)) or x1 == x0 or y1 == y0:
         chart.update(empty=True, desc="Values too large to plot.")
@@ -198,7 +245,8 @@ def line_chart(
         n = int(round((hi - lo) / step))
         return [{"pos": _num(to_px(lo + i * step)), "label": _tick_label(lo + i * step, step)} for i in range(n + 1)]
 
-    chart["xticks"] = ticks(x0, x1, xstep, sx)
+    xstep = min((b - a for a, b in zip(xticks, xticks[1:])), default=1.0) or 1.0
+    chart["xticks"] = [{"pos": _num(sx(x)), "label": _tick_label(x, xstep)} for x in xticks]
     chart["yticks"] = ticks(y0, y1, ystep, sy)
     chart["plot"] = {
         "left": _num(left),
@@ -214,7 +262,9 @@ def line_chart(
         "ylabel_x": _num(14),
     }
     descriptions = []
-    for i, (label, points) in enumerate(parsed):
+    # the other lines take the palette in turn, after the student's colour when the student has a line
+    others = 1 if "student" in roles else 0
+    for (label, points), role in zip(parsed, roles):
         segments: list[list[tuple[float, float]]] = [[]]
         for point in points:
             if point is None:
@@ -223,11 +273,20 @@ def line_chart(
             else:
                 segments[-1].append(point)
         segments = [s for s in segments if s]
+        reference = role == "reference"
+        if reference:
+            style = dict(_REFERENCE_STYLE)
+        elif role == "student":
+            style = dict(_STUDENT_STYLE)
+        else:
+            style = {"color": _PALETTE[others % len(_PALETTE)], "dash": _DASHES[others % len(_DASHES)],
+                     "width": _LINE_WIDTH}
+            others += 1
         chart["lines"].append(
             {
                 "label": label,
-                "color": _PALETTE[i % len(_PALETTE)],
-                "dash": _DASHES[i % len(_DASHES)],
+                **style,
+                "reference": reference,
                 "polylines": [" ".join(f"{_num(sx(x))},{_num(sy(y))}" for x, y in s) for s in segments if len(s) > 1],
                 "dots": [{"cx": _num(sx(s[0][0])), "cy": _num(sy(s[0][1]))} for s in segments if len(s) == 1],
             }
@@ -239,7 +298,11 @@ def line_chart(
             )
         else:
             descriptions.append(f"{one_line(label, 80)}: no finite points")
-    chart["desc"] = "; ".join(descriptions) + "."
+    axes = [f"{name} axis: {label}" for name, label in (("x", chart["xlabel"]), ("y", chart["ylabel"])) if label]
+    chart["desc"] = "; ".join(axes + descriptions) + "."
+    # drawn in this order: the reference last, on top of the line it may hide (the legend keeps the given order)
+    chart["drawn"] = [line for line in chart["lines"] if not line["reference"]] + [
+        line for line in chart["lines"] if line["reference"]]
     return chart
 
 
@@ -264,8 +327,19 @@ def _figure_text(value: Any) -> str:
     return one_line(text, _FIGURE_TEXT_CHARS)
 
 
-def figures_view(figures: Any) -> dict[str, list[Any]]:
-    """Split figures into charts (values with ``"series"``) and key/value rows (the rest)."""
+def _chart_key(value: Any) -> str:
+    """The same chart's data, however it reached the report (the same object, or read back from JSON)."""
+    try:
+        return json.dumps(value, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def figures_view(figures: Any, drawn: Optional[set[str]] = None) -> dict[str, list[Any]]:
+    """Split figures into charts (values with ``"series"``) and key/value rows (the rest).
+
+    A chart whose data is in ``drawn`` (a check of the exercise draws it already) is left out: one chart per data.
+    """
     charts: list[dict[str, Any]] = []
     rows: list[dict[str, str]] = []
     if not isinstance(figures, Mapping):
@@ -273,6 +347,8 @@ def figures_view(figures: Any) -> dict[str, list[Any]]:
     for key, value in figures.items():
         name = one_line(key, 200)
         if isinstance(value, Mapping) and "series" in value:
+            if drawn is not None and _chart_key(value) in drawn:
+                continue
             charts.append(
                 line_chart(
                     value["series"],
@@ -293,21 +369,60 @@ def _block(text: str) -> str:
     return text
 
 
-def _check_view(check: CheckResult, number: str) -> dict[str, Any]:
+def anchor(number: str) -> str:
+    """The id of a check's row, e.g. ``check-1.5``: a check saying "same cause as" links to it."""
+    return f"check-{number}"
+
+
+def diagnosis_view(message: str) -> dict[str, str]:
+    """The parts of a diagnosis, to show the fix on its own line: ``{"mistake", "fix"}``, or the whole as mistake."""
+    mistake, fix = split_diagnosis(message)
+    return {"mistake": mistake, "fix": fix}
+
+
+def cause_view(message: str, carrier_id: str, carriers: Mapping[str, Mapping[str, str]]) -> Optional[dict[str, str]]:
+    """A "same cause as <check id> (...)" message split around the id, which the report shows as a link.
+
+    ``None`` when the check named is not in the report (nothing to link to).
+    """
+    carrier = carriers.get(carrier_id)
+    if carrier is None:
+        return None
+    before, found, after = message.partition(carrier_id) if carrier_id else ("", "", "")
+    if not found:  # worded otherwise: the message as it is, then the link
+        before, after = message.rstrip() + " (see ", ")"
+    return {"before": before, "after": after, "href": "#" + carrier["anchor"], "text": f"check {carrier['number']}",
+            "title": carrier["title"]}
+
+
+#: how a diagnosed check's details begin (grader/judge/diagnosis.py); the report heads them with these words
+_SAW = "What the check saw: "
+
+
+def _observation(details: str) -> str:
+    return details[len(_SAW):] if details.startswith(_SAW) else details
+
+
+def _check_view(check: CheckResult, number: str, carriers: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+    message = trim(clean_text(hint_first(check.message)).strip(), _MESSAGE_CHARS)
     return {
         "number": number,
+        "anchor": anchor(number),
         "status": check.status,
         "label": status_label(check.status),
         "points": fmt_points(check.points),
         "max_points": fmt_points(check.max_points),
         "title": one_line(check.title, 300),
-        "message": trim(clean_text(check.message).strip(), _MESSAGE_CHARS),
-        "details": _block(check.details),
+        "message": message,
+        # a recognised mistake is the first thing a student reads; the check's own observation stays below it
+        "diagnosis": diagnosis_view(message) if check.misconception and not check.same_cause_as else None,
+        "cause": cause_view(message, check.same_cause_as, carriers) if check.same_cause_as else None,
+        "details": _block(_observation(check.details) if check.misconception or check.same_cause_as else check.details),
         "output": _block(check.output),
         "seconds": f"{check.seconds:.2f}" if check.seconds else "",
         "hidden": bool(check.hidden),
         "hooks": [one_line(h, 100) for h in check.hooks],
-        # a student opening the report wants the explanation of a failure at once
+        # a student opening the report wants the explanation of a failure, and its figures, at once
         "open": check.status in (FAILED, ERROR),
         "figures": figures_view(check.figures),
     }
@@ -331,9 +446,16 @@ def _bar(points: float, max_points: float) -> str:
 
 def build_context(report: GradingReport) -> dict[str, Any]:
     """Everything the templates show, as plain strings, numbers, lists and dicts."""
+    carriers = {
+        c.check_id: {"number": check_number(i, j), "anchor": anchor(check_number(i, j)), "title": one_line(c.title, 300)}
+        for i, exercise in enumerate(report.exercises) for j, c in enumerate(exercise.checks)
+    }
     exercises = []
     for i, exercise in enumerate(report.exercises):
-        checks = [_check_view(c, check_number(i, j)) for j, c in enumerate(exercise.checks)]
+        checks = [_check_view(c, check_number(i, j), carriers) for j, c in enumerate(exercise.checks)]
+        # the engine gathers the checks' charts for the exercise too: each is drawn once, with its check
+        drawn = {_chart_key(v) for c in exercise.checks if isinstance(c.figures, Mapping)
+                 for v in c.figures.values() if isinstance(v, Mapping) and "series" in v}
         exercises.append(
             {
                 "anchor": f"exercise-{i + 1}",
@@ -346,7 +468,7 @@ def build_context(report: GradingReport) -> dict[str, Any]:
                 "bar": _bar(exercise.points, exercise.max_points),
                 "counts": _counts_view([c.status for c in exercise.checks]),
                 "checks": checks,
-                "figures": figures_view(exercise.figures),
+                "figures": figures_view(exercise.figures, drawn),
             }
         )
     return {

@@ -15,7 +15,7 @@ import shutil
 import sys
 import textwrap
 from pathlib import Path
-from typing import Optional, Sequence, TextIO
+from typing import Mapping, Optional, Sequence, TextIO
 
 from grader import hookimpl
 from grader.config import RunConfig
@@ -26,7 +26,9 @@ from grader.report.formatting import (
     fmt_percent,
     fmt_points,
     fmt_score,
+    hint_first,
     one_line,
+    split_diagnosis,
     status_label,
     tally,
 )
@@ -75,33 +77,51 @@ class _Painter:
         return f"{code}{text}{_RESET}"
 
 
+def shown_message(check: CheckResult, titles: Mapping[str, str]) -> str:
+    """What the terminal says about a check: a quoted error with the hint first, and "same cause as"
+    naming the other check by its title (the terminal lists checks by title, not by id)."""
+    message = hint_first(check.message) if check.status != PASSED else check.message
+    title = titles.get(check.same_cause_as) if check.same_cause_as else None
+    if title and check.same_cause_as in message:
+        message = message.replace(check.same_cause_as, f'"{title}"', 1)
+    return message
+
+
 def _check_lines(
-    check: CheckResult, points_width: int, verbose: bool, paint: _Painter
+    check: CheckResult, points_width: int, verbose: bool, paint: _Painter, titles: Mapping[str, str]
 ) -> list[str]:
     mark = paint(status_label(check.status).ljust(_MARK_WIDTH), check.status)
     score = fmt_score(check.points, check.max_points).rjust(points_width)
     title = one_line(check.title, MESSAGE_LIMIT)
     if check.hidden:
         title += " [hidden]"
-    # a failing check's whole diagnosis, wrapped: the fix is usually at its end
+    lead = f"{_INDENT}{mark}  {score}  "
     failing = check.status != PASSED
-    message = one_line(check.message, DIAGNOSIS_LIMIT if failing else MESSAGE_LIMIT)
-    text = f"{title}: {message}" if message else title
-    lead = f"{_INDENT}{status_label(check.status).ljust(_MARK_WIDTH)}  {score}  "
-    if failing and len(lead) + len(text) > _width():
-        rows = textwrap.wrap(text, width=max(_width() - len(lead), 40), break_on_hyphens=False)
-        pad = " " * len(lead)
-        return ([f"{_INDENT}{mark}  {score}  {rows[0]}"] + [pad + row for row in rows[1:]]
-                + _body_lines(check, verbose, paint))
-    lines = [f"{_INDENT}{mark}  {score}  {text}"]
-    return lines + _body_lines(check, verbose, paint)
+    if not failing:
+        message = one_line(shown_message(check, titles), MESSAGE_LIMIT)
+        return [lead + (f"{title}: {message}" if message else title)] + _body_lines(check, verbose, paint)
+    # a failing check's whole diagnosis, wrapped, never cut: the fix is usually at its end; a recognised
+    # mistake's fix gets a line of its own
+    message = one_line(shown_message(check, titles), DIAGNOSIS_LIMIT)
+    mistake, fix = split_diagnosis(message)
+    paragraphs = [f"{title}: Likely mistake: {mistake}", f"Fix: {fix}"] if fix else [
+        f"{title}: {message}" if message else title]
+    pad = " " * len(f"{_INDENT}{status_label(check.status).ljust(_MARK_WIDTH)}  {score}  ")
+    rows = [row for paragraph in paragraphs for row in _wrap(paragraph, _width() - len(pad))]
+    return [lead + rows[0]] + [pad + row for row in rows[1:]] + _body_lines(check, verbose, paint)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """``text`` in rows of at most ``width`` columns, broken between words (only a word longer than a row is split)."""
+    return textwrap.wrap(text, width=max(width, 40), break_on_hyphens=False) or [""]
 
 
 def _body_lines(check: CheckResult, verbose: bool, paint: _Painter) -> list[str]:
     lines: list[str] = []
     if verbose:
-        if check.details:
-            lines += [_BODY_INDENT + line for line in clean_text(check.details).splitlines()]
+        if check.details:  # what the check saw, wrapped like the message (the output below keeps its lines)
+            for line in clean_text(check.details).splitlines():
+                lines += [_BODY_INDENT + row for row in _wrap(line, _width() - len(_BODY_INDENT))]
         if check.output:
             lines.append(_BODY_INDENT + paint("output:", "dim"))
             lines += [_BODY_INDENT + line for line in clean_text(check.output).splitlines()]
@@ -113,7 +133,7 @@ def _width() -> int:
     return min(max(shutil.get_terminal_size((100, 24)).columns, 60), 160)
 
 
-def _exercise_lines(exercise: ExerciseResult, verbose: bool, paint: _Painter) -> list[str]:
+def _exercise_lines(exercise: ExerciseResult, verbose: bool, paint: _Painter, titles: Mapping[str, str]) -> list[str]:
     head = f"{one_line(exercise.name)}  {paint(fmt_score(exercise.points, exercise.max_points), 'bold')}"
     if exercise.title and exercise.title != exercise.name:
         head += "  " + paint(one_line(exercise.title), "dim")
@@ -121,7 +141,7 @@ def _exercise_lines(exercise: ExerciseResult, verbose: bool, paint: _Painter) ->
     shown = [c for c in exercise.checks if verbose or c.status != PASSED]
     width = max((len(fmt_score(c.points, c.max_points)) for c in shown), default=0)
     for check in shown:
-        lines += _check_lines(check, width, verbose, paint)
+        lines += _check_lines(check, width, verbose, paint, titles)
     return lines
 
 
@@ -156,9 +176,10 @@ def format_summary(
                 f"{one_line(problem.path, 1000)}: {one_line(problem.message, MESSAGE_LIMIT)}"
             )
 
+    titles = {c.check_id: one_line(c.title, MESSAGE_LIMIT) for c in report.all_checks()}
     for exercise in report.exercises:
         lines.append("")
-        lines += _exercise_lines(exercise, config.verbose, paint)
+        lines += _exercise_lines(exercise, config.verbose, paint, titles)
 
     counts = tally(c.status for c in report.all_checks())
     score = f"Score: {fmt_score(report.points, report.max_points)}"
