@@ -52,7 +52,8 @@ def _trained_model(key: str, secret: Optional[str]) -> dict:
     }
 
 
-def _build(model: dict, hooks: dict):
+def build_model(model: dict, hooks: dict):
+    """The trained model ``model`` describes, built with ``hooks`` (the reference's), and its vocabulary."""
     vocab, _ = vocab_and_ids({"tokens": model["tokens"], "ids": []})
     params = [torch.tensor(p, dtype=torch.float32).requires_grad_(True) for p in model["params"]]
     net = make_net(len(vocab), model["num_hiddens"], 0, hooks, params=params)
@@ -93,7 +94,7 @@ class _TracingNet:
 def probe_predict(ctx, model: dict, cases: list) -> Any:
     results = []
     for prefix, num_preds in cases:
-        net, vocab = _build(model, ctx.reference)
+        net, vocab = build_model(model, ctx.reference)
         traced = _TracingNet(net)
         text = ctx.student("predict")(prefix, num_preds, traced, vocab, torch.device("cpu"))
         results.append({
@@ -111,7 +112,7 @@ def _reference_texts(model_key: str, cases_key: str) -> list[str]:
     hooks = reference_hooks()
     texts = []
     for prefix, num_preds in cases:
-        net, vocab = _build(model, hooks)
+        net, vocab = build_model(model, hooks)
         texts.append(hooks["predict"](prefix, num_preds, net, vocab, torch.device("cpu")))
     return texts
 
@@ -129,8 +130,10 @@ def judge_text(observed: Any, model: dict, cases: list) -> Verdict:
         if got["text"] == want:
             continue
         text = got["text"]
-        at = next((i for i, (a, b) in enumerate(zip(text, want)) if a != b), min(len(text), len(want)))
-        where = f"after {text[:at]!r}" if at else "at the very start"
+        # compared token by token, so a difference is never placed inside "<unk>"
+        have, wanted = split_tokens(text, model["tokens"]), split_tokens(want, model["tokens"])
+        at = next((i for i, (a, b) in enumerate(zip(have, wanted)) if a != b), min(len(have), len(wanted)))
+        where = f"after {''.join(have[:at])!r}" if at else "at the very start"
         return Verdict.failed(
             f"for prefix {prefix!r} and {num_preds} predictions, expected {want!r} but got {text!r} "
             f"(first difference {where}); each new character is the argmax of the model's output "
@@ -147,11 +150,14 @@ def judge_length(observed: Any, model: dict, cases: list) -> Verdict:
             return Verdict.failed(f"predict should return a string, but returned a {got['kind']}")
         if not text.startswith(prefix):
             return Verdict.failed(f"the returned text should start with the prefix {prefix!r}, but it is {text!r}")
-        if len(text) != len(prefix) + num_preds:
+        # count tokens, not characters: a generated "<unk>" is one prediction
+        generated = split_tokens(text[len(prefix):], model["tokens"])
+        if len(generated) != num_preds:
+            unk = " (each <unk> is one token)" if any(len(t) > 1 for t in generated) else ""
             return Verdict.failed(
-                f"for prefix {prefix!r} (length {len(prefix)}) and num_preds={num_preds} the result should have "
-                f"{len(prefix) + num_preds} characters, but it has {len(text)}: {text!r}")
-    return Verdict.passed("the prefix followed by exactly num_preds characters, also for num_preds = 0")
+                f"for prefix {prefix!r} (length {len(prefix)}) and num_preds={num_preds} the result should be the "
+                f"prefix followed by {num_preds} predicted tokens, but {len(generated)} follow it{unk}: {text!r}")
+    return Verdict.passed("the prefix followed by exactly num_preds predicted tokens, also for num_preds = 0")
 
 
 def judge_state(observed: Any, model: dict, cases: list) -> Verdict:
@@ -176,17 +182,19 @@ def judge_state(observed: Any, model: dict, cases: list) -> Verdict:
                 f"for prefix {prefix!r}, call {k + 1} to the model did not start from the state returned by the previous "
                 "call; pass the state each call returns into the next call")
         fed = [t for call in calls for t in (call["tokens"] or [])]
-        # what the student generated, read from the returned text where it shows it
+        # what the student generated, read from the returned text where it shows it (as tokens: "<unk>" is one)
         text = got["text"] or ""
-        generated = text[len(prefix):] if text.startswith(prefix) else text if len(text) == num_preds else None
-        # feeding the last generated character too is harmless, so it may or may not be fed
-        wanted = [index.get(ch, 0) for ch in prefix + (generated or "")]
+        generated = generated_tokens(text, prefix, num_preds, tokens)
+        # feeding the last generated token too is harmless, so it may or may not be fed
+        wanted = [index.get(t, 0) for t in list(prefix) + (generated or [])]
         seen = fed if generated is not None else fed[:len(prefix)]
         if seen != wanted[:len(seen)] or (num_preds and len(fed) < len(prefix) - 1):
+            should = _decode(wanted[:max(len(prefix), len(wanted) - 1)], tokens)
+            then = ("then each token it predicted, in turn (the last one need not be fed)" if generated is not None
+                    else "then each token it predicted, in turn")
             return Verdict.failed(
-                f"for prefix {prefix!r} the model was fed {_decode(fed, tokens)!r}; it should see every prefix "
-                f"character in turn, then each character it generated "
-                f"({_decode(wanted[:max(len(prefix), len(wanted) - 1)], tokens)!r})")
+                f"for prefix {prefix!r} the model was fed {_decode(fed, tokens)!r}, but it should be fed "
+                f"{should!r}: the prefix one character at a time, {then}")
     return Verdict.passed("warms up on the whole prefix and carries the state through every call")
 
 
@@ -329,6 +337,27 @@ def judge_device(observed: Any, tokens: list, case: list, num_hiddens: int, devi
 def _on(where: str, device: str) -> bool:
     """Whether a recorded device is ``device`` ("cuda:0" is on "cuda")."""
     return where == device or ":" not in device and where.split(":")[0] == device
+
+
+def split_tokens(text: str, tokens: list[str]) -> list[str]:
+    """``text`` cut into the vocabulary's tokens, longest first: ``<unk>`` is one token, not five characters
+    (a character the vocabulary lacks is a token of its own)."""
+    longer = sorted((t for t in tokens if len(t) > 1), key=len, reverse=True)
+    found, i = [], 0
+    while i < len(text):
+        token = next((t for t in longer if text.startswith(t, i)), text[i])
+        found.append(token)
+        i += len(token)
+    return found
+
+
+def generated_tokens(text: str, prefix: str, num_preds: int, tokens: list[str]) -> Optional[list[str]]:
+    """The tokens ``predict`` generated, read from its returned text: after the prefix, or the whole text when it
+    has exactly ``num_preds`` tokens (the prefix left out); None when the text shows neither."""
+    if text.startswith(prefix):
+        return split_tokens(text[len(prefix):], tokens)
+    whole = split_tokens(text, tokens)
+    return whole if len(whole) == num_preds else None
 
 
 def _decode(ids: list, tokens: list[str]) -> str:

@@ -16,7 +16,6 @@ from dataclasses import replace
 from typing import Any, Iterable, Sequence
 
 from grader.definitions import Check, Evidence, Misconception
-from grader.prose import shorten
 from grader.results import ERROR, FAILED, CheckResult, Verdict
 
 log = logging.getLogger(__name__)
@@ -80,15 +79,25 @@ def tell_each_cause_once(results: Sequence[CheckResult], entries: Sequence[Misco
             continue
         entry = by_key.get(group[0].misconception)
         carrier = _most_specific(group, entry)
-        told = shorten(entry.mistake if entry is not None else carrier.message, CAUSE_LIMIT)
+        told = _gist(entry.mistake if entry is not None else carrier.message)
+        pointer = f"same cause as {carrier.check_id}" + (f" ({told})" if told else "")
         for result in group:
             if result is carrier:
                 continue
             # its own observation stays in the details (a diagnosed result already keeps it there)
             replaced[result.check_id] = replace(
-                result, message=f"same cause as {carrier.check_id} ({told})",
+                result, message=pointer,
                 same_cause_as=carrier.check_id)
     return [replaced.get(r.check_id, r) for r in results]
+
+
+def _gist(text: str) -> str:
+    """The cause in a few words: ``text`` up to its first clause's end when that is short enough, else nothing
+    (a pointer is better bare than cut off)."""
+    for end in (". ", "; ", ": "):
+        text = text.split(end, 1)[0]
+    text = text.rstrip(".")
+    return text if len(text) <= CAUSE_LIMIT else ""
 
 
 def _most_specific(group: list[CheckResult], entry: Misconception | None) -> CheckResult:
