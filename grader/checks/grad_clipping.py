@@ -166,8 +166,14 @@ def _diagnose(given: list, got: list, norm: float, new_norm: float, theta: float
         if len(own) > 1 and abs(new_norm - theta * norm / n) <= 1e-3 * new_norm:
             return (f"after clipping the joint norm should be θ = {theta}, but it is {new_norm:.4g}: the norm was taken "
                     f"over parameter {k + 1}'s gradient only; take it over all parameters' gradients jointly")
-    return (f"after clipping the joint norm should be θ = {theta}, but it is {new_norm:.4g} "
-            f"(it was {norm:.4g}); scale every gradient by θ / norm")
+    # one common factor s: clipping by θ / n means the norm used was n = θ / s; name that number
+    scale = new_norm / norm
+    if abs(scale - norm / theta) <= 1e-3 * scale:
+        return (f"every gradient was multiplied by {scale:.4g} = norm / θ, which makes it longer: after clipping the "
+                f"joint norm should be θ = {theta}, but it is {new_norm:.4g}; multiply by θ / norm")
+    return (f"every gradient was multiplied by {scale:.4g} = θ / {theta / scale:.4g}, so the norm used was "
+            f"{theta / scale:.4g}, but the joint norm sqrt(sum of every p.grad ** 2) is {norm:.4g}: after clipping "
+            f"it should be θ = {theta}, and it is {new_norm:.4g}")
 
 
 @hookimpl
