@@ -33,26 +33,26 @@ RNN_VALUES = ("rnn_scratch.rnn.forward", "rnn_scratch.rnn.carries_state", "rnn_s
 
 RNN_BUGS = {
     "rnn-no-tanh": Bug("rnn", mutate("rnn_scratch.py", RNN_STEP, "H = torch.mm(X, W_xh) + torch.mm(H, W_hh) + b_h"),
-                       RNN_VALUES, ("tanh",), ("rnn_scratch.rnn.shapes",)),
-    "rnn-relu": Bug("rnn", mutate("rnn_scratch.py", "H = torch.tanh(", "H = torch.relu("), RNN_VALUES, ("tanh",)),
+                       RNN_VALUES, ("tanh",), ("rnn_scratch.rnn.shapes",), named='rnn.no-activation'),
+    "rnn-relu": Bug("rnn", mutate("rnn_scratch.py", "H = torch.tanh(", "H = torch.relu("), RNN_VALUES, ("tanh",), named='rnn.relu-activation'),
     "rnn-W_hh-transposed": Bug("rnn", mutate("rnn_scratch.py", "torch.mm(H, W_hh)", "torch.mm(H, W_hh.T)"),
-                               RNN_VALUES, ("carried",), ("rnn_scratch.rnn.shapes",)),
+                               RNN_VALUES, ("carried",), ("rnn_scratch.rnn.shapes",), named='rnn.W_hh-transposed'),
     "rnn-W_hh-on-the-left": Bug("rnn", mutate("rnn_scratch.py", "torch.mm(H, W_hh)", "torch.mm(W_hh, H)"),
-                                ("rnn_scratch.rnn.shapes",) + RNN_VALUES, ("orientation", "W_hh")),
+                                ("rnn_scratch.rnn.shapes",) + RNN_VALUES, ("orientation", "W_hh"), named='rnn.W_hh-on-the-left'),
     "rnn-state-reread-every-step": Bug(
         "rnn", mutate("rnn_scratch.py", "    H, = state\n    outputs = []\n    for X in inputs:\n",
                       "    outputs = []\n    for X in inputs:\n        H, = state\n"),
-        RNN_VALUES, ("carried",), ("rnn_scratch.rnn.shapes",)),
+        RNN_VALUES, ("carried",), ("rnn_scratch.rnn.shapes",), named='rnn.state-not-carried'),
     "rnn-starts-from-zeros": Bug("rnn", mutate("rnn_scratch.py", "H, = state", "H = torch.zeros_like(state[0])"),
                                  ("rnn_scratch.rnn.carries_state", "rnn_scratch.rnn.gradients"),
-                                 ("state passed in",), ("rnn_scratch.rnn.forward",)),
+                                 ("state passed in",), ("rnn_scratch.rnn.forward",), named='rnn.starts-from-zeros'),
     "rnn-returns-H0": Bug("rnn", mutate("rnn_scratch.py", RNN_RETURN, "return torch.cat(outputs, dim=0), state"),
-                          RNN_VALUES, ("which h you return",), ("rnn_scratch.rnn.shapes",)),
+                          RNN_VALUES, ("which h you return",), ("rnn_scratch.rnn.shapes",), named='rnn.returns-initial-state'),
     "rnn-outputs-stacked": Bug("rnn", mutate("rnn_scratch.py", "torch.cat(outputs, dim=0)", "torch.stack(outputs)"),
                                ("rnn_scratch.rnn.shapes", "rnn_scratch.rnn.device.meta") + RNN_VALUES,
-                               ("concatenate",)),
+                               ("concatenate",), named='rnn.outputs-stacked'),
     "rnn-forgets-b_q": Bug("rnn", mutate("rnn_scratch.py", RNN_OUT, "outputs.append(torch.mm(H, W_hq))"),
-                           RNN_VALUES, ("first time step",)),
+                           RNN_VALUES, ("first time step",), named='rnn.no-output-bias'),
     "rnn-outputs-from-pre-tanh": Bug("rnn", rewrite("rnn", """
 def rnn(inputs, state, params):
     W_xh, W_hh, b_h, W_hq, b_q = params
@@ -63,9 +63,9 @@ def rnn(inputs, state, params):
         H = torch.tanh(A)
         outputs.append(A @ W_hq + b_q)
     return torch.cat(outputs, dim=0), (H,)
-"""), RNN_VALUES, ("tanh",)),
+"""), RNN_VALUES, ("tanh",), named='rnn.outputs-from-pre-activation'),
     "rnn-overwrites-state-in-place": Bug("rnn", mutate("rnn_scratch.py", "        H = torch.tanh(", "        H[:] = torch.tanh("),
-                                         RNN_VALUES, ("state",), ("rnn_scratch.rnn.shapes",)),
+                                         RNN_VALUES, ("state",), ("rnn_scratch.rnn.shapes",), named='rnn.state-overwritten-in-place'),
     "rnn-buffer-ignores-device": Bug("rnn", rewrite("rnn", """
 def rnn(inputs, state, params):
     W_xh, W_hh, b_h, W_hq, b_q = params
@@ -82,20 +82,20 @@ def rnn(inputs, state, params):
 NORMAL = "torch.randn(size=shape, device=device) * 0.01"
 PARAMS_BUGS = {
     "params-uniform-rand": Bug("get_params", mutate("rnn_scratch.py", "torch.randn(size=shape", "torch.rand(size=shape"),
-                               ("rnn_scratch.params.init",), ("torch.rand",), ("rnn_scratch.params.shapes",)),
+                               ("rnn_scratch.params.init",), ("torch.rand",), ("rnn_scratch.params.shapes",), named='params.uniform-init'),
     "params-std-1": Bug("get_params", mutate("rnn_scratch.py", NORMAL, "torch.randn(size=shape, device=device)"),
-                        ("rnn_scratch.params.init",), ("0.01",), ("rnn_scratch.params.shapes",)),
+                        ("rnn_scratch.params.init",), ("0.01",), ("rnn_scratch.params.shapes",), named='params.unscaled-init'),
     "params-no-requires-grad": Bug("get_params", mutate("rnn_scratch.py", "        param.requires_grad_(True)\n", "        pass\n"),
-                                   ("rnn_scratch.params.shapes", "rnn_scratch.params.device.meta"), ("requires_grad",)),
+                                   ("rnn_scratch.params.shapes", "rnn_scratch.params.device.meta"), ("requires_grad",), named='params.no-requires-grad'),
     "params-requires-grad-before-scaling": Bug(
         "get_params", edits("rnn_scratch.py", (NORMAL, "torch.randn(size=shape, device=device, requires_grad=True) * 0.01"),
                             ("    for param in params:\n        param.requires_grad_(True)\n", ""),
                             ("torch.zeros(num_hiddens, device=device)", "torch.zeros(num_hiddens, device=device, requires_grad=True)"),
                             ("torch.zeros(num_outputs, device=device)", "torch.zeros(num_outputs, device=device, requires_grad=True)")),
-        ("rnn_scratch.params.shapes",), ("leaf",)),
+        ("rnn_scratch.params.shapes",), ("leaf",), named='params.not-leaves'),
     "params-W_xh-shape-H-V": Bug("get_params", mutate("rnn_scratch.py", "W_xh = normal((num_inputs, num_hiddens))",
                                                       "W_xh = normal((num_hiddens, num_inputs))"),
-                                 ("rnn_scratch.params.shapes", "rnn_scratch.params.init"), ("W_xh",)),
+                                 ("rnn_scratch.params.shapes", "rnn_scratch.params.init"), ("W_xh",), named='params.weights-transposed'),
     "params-random-biases": Bug("get_params", mutate("rnn_scratch.py", "b_h = torch.zeros(num_hiddens, device=device)",
                                                      "b_h = normal((num_hiddens,))"),
                                 ("rnn_scratch.params.init",), ("b_h",), ("rnn_scratch.params.shapes",)),
@@ -109,9 +109,9 @@ STATE_BUGS = {
     "state-bare-tensor": Bug("init_rnn_state", mutate("rnn_scratch.py", ZEROS, "torch.zeros((batch_size, num_hiddens), device=device)"),
                              ("rnn_scratch.state.shape", "rnn_scratch.state.device.meta"), ("tuple",)),
     "state-ones": Bug("init_rnn_state", mutate("rnn_scratch.py", ZEROS, "(torch.ones((batch_size, num_hiddens), device=device),)"),
-                      ("rnn_scratch.state.shape",), ("zeros",)),
+                      ("rnn_scratch.state.shape",), ("zeros",), named='state.ones'),
     "state-shape-H-B": Bug("init_rnn_state", mutate("rnn_scratch.py", ZEROS, "(torch.zeros((num_hiddens, batch_size), device=device),)"),
-                           ("rnn_scratch.state.shape", "rnn_scratch.state.device.meta"), ("shape",)),
+                           ("rnn_scratch.state.shape", "rnn_scratch.state.device.meta"), ("shape",), named='state.hidden-by-batch'),
     "state-hard-coded-cuda": Bug("init_rnn_state", mutate("rnn_scratch.py", ZEROS, "(torch.zeros((batch_size, num_hiddens), device='cuda'),)"),
                                  ("rnn_scratch.state.shape", "rnn_scratch.state.device.meta"), ("device", "cuda")),
     "state-hard-coded-cpu": Bug("init_rnn_state", mutate("rnn_scratch.py", ZEROS, "(torch.zeros((batch_size, num_hiddens), device='cpu'),)"),
@@ -133,19 +133,19 @@ def grad_clipping(net, theta):
     params = [p for p in net.parameters()] if isinstance(net, nn.Module) else net.params
     for p in params:
         p.grad.clamp_(-theta, theta)
-"""), ("grad_clipping.above", "grad_clipping.scratch"), ("clamped",), ("grad_clipping.below",)),
+"""), ("grad_clipping.above", "grad_clipping.scratch"), ("clamped",), ("grad_clipping.below",), named='clip.by-value'),
     "clip-scales-by-norm-over-theta": Bug("grad_clipping", mutate("grad_clipping.py", "theta / norm", "norm / theta"),
-                                          CLIP_ALL, ("θ / norm",), ("grad_clipping.below",)),
+                                          CLIP_ALL, ("θ / norm",), ("grad_clipping.below",), named='clip.norm-over-theta'),
     "clip-always-rescales": Bug("grad_clipping", mutate("grad_clipping.py",
                                                         "    if norm > theta:\n        for param in params:\n            param",
                                                         "    if True:\n        for param in params:\n            param"),
-                                ("grad_clipping.below",), ("only rescale",), CLIP_ALL),
+                                ("grad_clipping.below",), ("only rescale",), CLIP_ALL, named='clip.always-rescales'),
     "clip-forgets-sqrt": Bug("grad_clipping", mutate("grad_clipping.py", "torch.sqrt(sum(torch.sum(p.grad ** 2) for p in params))",
                                                      "sum(torch.sum(p.grad ** 2) for p in params)"),
-                             CLIP_ALL, ("square root",)),
+                             CLIP_ALL, ("square root",), named='clip.no-sqrt'),
     "clip-norm-of-first-parameter": Bug("grad_clipping", mutate("grad_clipping.py", "torch.sqrt(sum(torch.sum(p.grad ** 2) for p in params))",
                                                                 "torch.sqrt(torch.sum(params[0].grad ** 2))"),
-                                        ("grad_clipping.above", "grad_clipping.scratch"), ("only",)),
+                                        ("grad_clipping.above", "grad_clipping.scratch"), ("only",), named='clip.one-parameter-norm'),
     "clip-return-inside-loop": Bug("grad_clipping", rewrite("grad_clipping", """
 def grad_clipping(net, theta):
     params = [p for p in net.parameters()] if isinstance(net, nn.Module) else net.params
@@ -155,7 +155,7 @@ def grad_clipping(net, theta):
             param.grad[:] *= theta / norm
             return norm
     return norm
-"""), CLIP_ALL, ("only some",), ("grad_clipping.below",)),
+"""), CLIP_ALL, ("only some",), ("grad_clipping.below",), named='clip.some-parameters'),
     "clip-modules-only": Bug("grad_clipping", rewrite("grad_clipping", """
 def grad_clipping(net, theta):
     params = [p for p in net.parameters() if p.requires_grad]
@@ -163,18 +163,18 @@ def grad_clipping(net, theta):
     if norm > theta:
         for param in params:
             param.grad[:] *= theta / norm
-"""), ("grad_clipping.scratch",), ("net.params",), ("grad_clipping.above", "grad_clipping.below", "grad_clipping.joint")),
+"""), ("grad_clipping.scratch",), ("net.params",), ("grad_clipping.above", "grad_clipping.below", "grad_clipping.joint"), named='clip.modules-only'),
 }
 
 PREDICT_BUGS = {
     "predict-only-generated": Bug("predict", mutate("predict.py", "for i in outputs)", "for i in outputs[len(prefix):])"),
-                                  ("predict.length", "predict.text"), ("prefix",), ("predict.state",)),
+                                  ("predict.length", "predict.text"), ("prefix",), ("predict.state",), named='predict.only-generated'),
     "predict-off-by-one": Bug("predict", mutate("predict.py", "range(num_preds)", "range(num_preds - 1)"),
-                              ("predict.length", "predict.text"), ("num_preds",), ("predict.state",)),
+                              ("predict.length", "predict.text"), ("num_preds",), ("predict.state",), named='predict.off-by-one'),
     "predict-fresh-state-after-warm-up": Bug(
         "predict", mutate("predict.py", "    for _ in range(num_preds):\n",
                           "    state = net.begin_state(batch_size=1, device=device)\n    for _ in range(num_preds):\n"),
-        ("predict.state", "predict.text"), ("state",), ("predict.length",)),
+        ("predict.state", "predict.text"), ("state",), ("predict.length",), named='predict.fresh-state-after-warm-up'),
     "predict-skips-the-prefix": Bug("predict", rewrite("predict", """
 def predict(prefix, num_preds, net, vocab, device):
     state = net.begin_state(batch_size=1, device=device)
@@ -184,17 +184,17 @@ def predict(prefix, num_preds, net, vocab, device):
         y, state = net(X, state)
         outputs.append(int(y.argmax(dim=1)))
     return "".join(vocab.idx_to_token[i] for i in outputs)
-"""), ("predict.state", "predict.text"), ("prefix",), ("predict.length",)),
+"""), ("predict.state", "predict.text"), ("prefix",), ("predict.length",), named='predict.skips-prefix'),
     "predict-state-reset-each-step": Bug(
         "predict", mutate("predict.py", "        y, state = net(get_input(), state)\n",
                           "        state = net.begin_state(batch_size=1, device=device)\n        y, state = net(get_input(), state)\n"),
-        ("predict.state", "predict.text"), ("state",), ("predict.length",)),
+        ("predict.state", "predict.text"), ("state",), ("predict.length",), named='predict.state-reset-each-step'),
     "predict-samples": Bug("predict", mutate("predict.py", "int(y.argmax(dim=1).reshape(1))",
                                              "int(torch.multinomial(torch.softmax(y, dim=1), 1).reshape(1))"),
-                           ("predict.text",), ("argmax",), ("predict.length", "predict.state")),
+                           ("predict.text",), ("argmax",), ("predict.length", "predict.state"), named='predict.samples'),
     "predict-warm-up-outputs": Bug("predict", mutate("predict.py", "        _, state = net(get_input(), state)\n        outputs.append(vocab[y])\n",
                                                      "        out, state = net(get_input(), state)\n        outputs.append(int(out.argmax(dim=1).reshape(1)))\n"),
-                                   ("predict.state", "predict.text"), ("prefix",)),
+                                   ("predict.state", "predict.text"), ("prefix",), named='predict.warm-up-outputs'),
 }
 
 TRAIN_ALL = ("train_epoch.perplexity", "train_epoch.reported", "train_epoch.state.sequential", "train_epoch.labels",
