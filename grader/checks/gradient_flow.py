@@ -21,7 +21,7 @@ from grader import hookimpl
 from grader.compare import FLOAT32_EPS, check_allclose, check_tensor_meta, recurrence_tolerance
 from grader.definitions import Check, Probe
 from grader.figures import rounded
-from grader.hints import with_device_hint
+from grader.hints import explain_error, with_device_hint
 from grader.plugins import reference_hooks
 from grader.results import ERROR, Verdict
 from grader.secret import secret_params
@@ -37,6 +37,8 @@ CASES = (
 #: the product through time, for gains of W_hh that make it vanish, stay level, explode
 CHAIN = dict(seed=0, num_hiddens=32, num_steps=40, gains=[0.5, 1.5, 3.0])
 GAIN_LABELS = {0.5: "vanishing", 1.5: "roughly stable", 3.0: "exploding"}
+#: what each axis of the Jacobian is: row j is h_next[j], column i is h[i]
+JACOBIAN_AXES = ("h_next index", "h index")
 #: float32 tolerance for one step: a few roundings of 1 - h² and one product
 RTOL = 32 * FLOAT32_EPS
 
@@ -73,10 +75,12 @@ def chain_products(jacobian: Any, seed: int, num_hiddens: int, num_steps: int, g
         for t in range(num_steps):
             J = jacobian(case["states"][t + 1], case["W"])
             if not isinstance(J, torch.Tensor) or tuple(J.shape) != (num_hiddens, num_hiddens):
-                return {"problem": f"at step {t + 1} of the chain state_jacobian returned "
-                                   f"{tuple(J.shape) if isinstance(J, torch.Tensor) else type(J).__name__}"}
+                got = f"shape {tuple(J.shape)}" if isinstance(J, torch.Tensor) else f"a {type(J).__name__}"
+                return {"problem": f"at step {t + 1} of the chain (H = {num_hiddens}) state_jacobian returned {got}, "
+                                   f"not ({num_hiddens}, {num_hiddens})"}
             product = J.detach().to(torch.float32) @ product
-            norm = float(torch.linalg.matrix_norm(product, ord=2))
+            # the spectral norm's SVD fails on infinities and NaN; the judge tells those from the product itself
+            norm = float(torch.linalg.matrix_norm(product, ord=2)) if bool(torch.isfinite(product).all()) else math.nan
             norms.append(math.log10(norm) if norm > 0 and math.isfinite(norm) else None)
         out[str(gain)] = {"log_norms": norms, "product": product}
     return out
@@ -156,7 +160,7 @@ def reference_chain(seed: int, num_hiddens: int, num_steps: int, gains: list) ->
 def _case_problem(entry: dict, H: int, device: str) -> str | None:
     if entry["J"] is None:
         return f"state_jacobian should return a tensor, but returned a {entry['kind']}"
-    problem = check_tensor_meta(f"the Jacobian for H = {H}", (H, H), entry["J"], device=device)
+    problem = check_tensor_meta(f"the Jacobian for H = {H}", (H, H), entry["J"], device=device, axes=JACOBIAN_AXES)
     if problem and tuple(entry["J"].shape) == (H,):
         problem += ("; that is only the diagonal factor 1 - h_next²: the Jacobian is diag(1 - h_next²) @ W_hh.T, "
                     "a full (H, H) matrix")
@@ -170,7 +174,7 @@ def judge_shape(observed: Any, cases: list, **_: Any) -> Verdict:
 def judge_device(observed: Any, cases: list, *, device: str, **_: Any) -> Verdict:
     run = observed["devices"][device]
     if "error" in run:
-        return with_device_hint(Verdict(ERROR, f"state_jacobian raised {run['error']}"), device)
+        return with_device_hint(Verdict(ERROR, explain_error("state_jacobian", run["error"])), device)
     return with_device_hint(_shape(run, cases[:1], device), device)
 
 
@@ -228,11 +232,14 @@ def judge_values(observed: Any, cases: list, **_: Any) -> Verdict:
 
 def judge_chain(observed: Any, cases: list, chain: dict, **_: Any) -> Verdict:
     got = observed.get("chain")
+    problem = _first_case_problem(observed, cases, "cpu")
+    if problem:  # the words of jacobian.shape: one cause, told once
+        return Verdict.failed(problem)
     if got is None:
-        return Verdict.failed("the product through time could not be formed: " + (
-            _first_case_problem(observed, cases, "cpu") or "state_jacobian did not return tensors"))
+        return Verdict.failed("the product through time could not be formed: state_jacobian did not return tensors")
     if "error" in got:
-        return Verdict(ERROR, f"state_jacobian raised {got['error']} on the states of the chain")
+        return Verdict(ERROR, explain_error("state_jacobian, on the states of the chain,", got["error"],
+                                            returned_by="state_jacobian"))
     if "problem" in got:
         return Verdict.failed(got["problem"])
     ref = reference_chain(**chain)

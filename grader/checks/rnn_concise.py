@@ -25,12 +25,12 @@ from torch import nn
 from grader import hookimpl, refcache
 from grader.book import SeqDataLoader, sgd
 from grader.checks.rnn_scratch import reference_rnn
-from grader.compare import check_allclose, check_tensor_meta, recurrence_tolerance
+from grader.compare import check_allclose, check_tensor_meta, named_shape, recurrence_tolerance
 from grader.corpus import corpus_facts, corpus_spec, vocab_and_ids
 from grader.definitions import Check, Probe
 from grader.figures import perplexity_chart
 from grader.fixtures import rnn_case
-from grader.hints import hidden_size_mismatch, with_device_hint
+from grader.hints import explain_error, hidden_size_mismatch, with_device_hint
 from grader.nets import linear_values, output_layer, set_output_layer, state_record, unregistered, uses_layer
 from grader.plugins import reference_hooks
 from grader.results import ERROR, Verdict
@@ -160,7 +160,7 @@ def _model_runs(ctx, rnn_model: Any, scratch: Any, layers: dict, case: dict, dev
         if isinstance(model, torch.nn.Module) and device != "cpu":
             moved = ctx.attempt(lambda: model.to(dev))
             if isinstance(moved, dict) and "error" in moved:
-                problem = problem or f"model.to('{device}') raised {moved['error']}"
+                problem = problem or explain_error(f"model.to('{device}')", moved["error"], returned_by="rnn_model")
         entry: dict[str, Any] = {"problem": problem} if problem else {}
         # begin_state needs no read-out, so it is judged even when the read-out could not be set
         entry["begin"] = ctx.attempt(lambda: state_record(model.begin_state(device=dev, batch_size=B)))
@@ -202,39 +202,60 @@ def reference_layer(name: str, spec: dict, case: dict) -> dict:
 # ----------------------------------------------------------------- judges
 
 
+def _layer_hint(error: str) -> str:
+    """What an error raised by the recurrent layer inside forward usually means here, or ""."""
+    sizes = hidden_size_mismatch(error)
+    if sizes and sizes[0][1:2] != sizes[1][1:2]:
+        return ("the inputs arrive as (B, T) token indices and torch's recurrent layers are time-major: "
+                "one-hot encode inputs.T to get (T, B, V)")
+    if "input.size(-1) must be equal to input_size" in error:
+        return "one-hot encode the tokens with vocab_size classes: F.one_hot(inputs.T, vocab_size)"
+    if "expected scalar type" in error or "dtype" in error.lower():
+        return "one-hot vectors are int64: convert them with .to(torch.float32) before the layer"
+    return ""
+
+
+#: what each axis of a checked tensor is
+OUTPUT_AXES = ("num_steps * batch_size", "vocab_size")
+STATE_AXES = ("num_directions * num_layers", "batch_size", "num_hiddens")
+
+
 def _outputs_problem(run: dict, T: int, B: int, V: int, device: str, what: str) -> str | None:
     if "problem" in run:
         return run["problem"]
     if "error" in run:
-        hint = ""
-        sizes = hidden_size_mismatch(run["error"])
-        if sizes and sizes[0][1:2] != sizes[1][1:2]:
-            hint = ("; the inputs arrive as (B, T) token indices and torch's recurrent layers are time-major: "
-                    "one-hot encode inputs.T to get (T, B, V)")
-        elif "input.size(-1) must be equal to input_size" in run["error"]:
-            hint = "; one-hot encode the tokens with vocab_size classes: F.one_hot(inputs.T, vocab_size)"
-        elif "expected scalar type" in run["error"] or "dtype" in run["error"].lower():
-            hint = "; one-hot vectors are int64: convert them with .to(torch.float32) before the layer"
-        return f"{what}: forward raised {run['error']}{hint}"
+        return f"{what}: " + explain_error("forward", run["error"], hint=_layer_hint(run["error"]), returned_by="rnn_model",
+                                           sizes=dict(vocab_size=V, batch_size=B, num_steps=T))
     if run.get("kind") != "pair":
         return f"{what}: forward should return (outputs, state), but returned a {run.get('kind')}"
     if run["outputs"] is None:
         return f"{what}: the outputs should be a tensor, but are a {run['outputs_kind']}"
     got = run["outputs"]
-    problem = check_tensor_meta(f"{what}: the output", (T * B, V), got, device=device)
+    problem = check_tensor_meta(f"{what}: the output", (T * B, V), got, device=device, axes=OUTPUT_AXES)
     if problem and isinstance(got, TensorData) and tuple(got.shape) == (T, B, V):
         problem += "; reshape the layer's (T, B, D*H) output to (T*B, D*H) before the linear layer"
     return problem
 
 
-def _state_problem(record: dict, shape: tuple, lstm: bool, device: str, what: str) -> str | None:
+def _state_problem(record: dict, shape: tuple, lstm: bool, device: str, what: str, sequence: tuple = ()) -> str | None:
+    """What is wrong with a state record (``sequence``: the shape of the layer's output sequence, for a returned state)."""
+    problem = _state_record_problem(record, shape, lstm, device, what)
+    got = next((i for i in record.get("items", []) if isinstance(i, TensorData)), None)
+    if problem and sequence and got is not None and tuple(got.shape) == tuple(sequence):
+        return (f"{what} has the shape of the layer's output sequence Y, "
+                f"{named_shape(sequence, ('num_steps', 'batch_size', 'num_directions * num_hiddens'))}, but should be "
+                f"{named_shape(shape, STATE_AXES)}: return the state the layer returns (Y, state = self.rnn(X, state))")
+    return problem
+
+
+def _state_record_problem(record: dict, shape: tuple, lstm: bool, device: str, what: str) -> str | None:
     items = record.get("items", [])
     if lstm:
         if record["kind"] not in ("tuple", "list") or len(items) != 2:
             return (f"{what} should be a tuple (H, C) of two tensors for an LSTM, but is "
                     + (f"a {record['kind']} of {len(items)} items" if record["kind"] in ("tuple", "list") else f"a {record['kind']}"))
         for label, item in zip(("H", "C"), items):
-            problem = check_tensor_meta(f"{what}'s {label}", shape, item, device=device)
+            problem = check_tensor_meta(f"{what}'s {label}", shape, item, device=device, axes=STATE_AXES)
             if problem:
                 return problem
         return None
@@ -242,7 +263,7 @@ def _state_problem(record: dict, shape: tuple, lstm: bool, device: str, what: st
         inner = f" of {len(items)} items" if record["kind"] in ("tuple", "list") else ""
         return (f"{what} should be one tensor for nn.RNN and nn.GRU (the layer takes and returns a bare tensor), "
                 f"but is a {record['kind']}{inner}; only an LSTM's state is a tuple (H, C)")
-    return check_tensor_meta(what, shape, items[0], device=device)
+    return check_tensor_meta(what, shape, items[0], device=device, axes=STATE_AXES)
 
 
 def _batch_major(ref: np.ndarray, T: int, B: int) -> np.ndarray:
@@ -265,7 +286,8 @@ def judge_scratch(observed: Any, scratch: dict, **_: Any) -> Verdict:
     rtol = recurrence_tolerance(T)
     atol = rtol * max(1.0, ref["magnitude"])
     problem = check_allclose("the output", ref["outputs"], run["outputs"], rtol, atol,
-                             ("time step", "batch row", "vocabulary index"), lambda ix: (ix[0] // B, ix[0] % B, ix[1]))
+                             ("time step", "batch row", "vocabulary index"), lambda ix: (ix[0] // B, ix[0] % B, ix[1]),
+                             shape_axes=OUTPUT_AXES)
     if problem:
         if _close(_batch_major(ref["outputs"], T, B), run["outputs"], rtol, atol):
             return Verdict.failed(problem + "; your rows are batch-major (row b*T + t): the layer runs over inputs.T, "
@@ -277,11 +299,11 @@ def judge_scratch(observed: Any, scratch: dict, **_: Any) -> Verdict:
         return Verdict.failed(problem + "; with the scratch parameters copied in (weight_ih = W_xh.T, weight_hh = W_hh.T, "
                                         "bias_ih = b_h, linear = (W_hq.T, b_q)) the outputs must equal the scratch model's: "
                                         "one-hot(inputs.T) -> layer -> reshape to (T*B, H) -> linear")
-    problem = _state_problem(run["state"], (1, B, H), False, "cpu", "the returned state")
+    problem = _state_problem(run["state"], (1, B, H), False, "cpu", "the returned state", sequence=(T, B, H))
     if problem:
         return Verdict.failed(problem)
     problem = check_allclose("the returned state", ref["final"][None], run["state"]["items"][0], rtol, rtol,
-                             ("layer", "batch row", "hidden unit"))
+                             ("layer", "batch row", "hidden unit"), shape_axes=STATE_AXES)
     if problem:
         return Verdict.failed(problem + "; return the state the layer returns")
     if not run.get("untouched", True):
@@ -303,16 +325,18 @@ def _begin_state(observed: dict, layers: dict, case: dict, device: str) -> Verdi
         if "error" in begin and "nn.Module" in entry.get("problem", ""):
             return Verdict.failed(f"{title}: {entry['problem']}")
         if "error" in begin:
-            hint = "; call it as begin_state(device=..., batch_size=...)" if "argument" in begin["error"] else ""
-            return Verdict.failed(f"{title}: begin_state raised {begin['error']}{hint}")
+            hint = "the grader calls it as begin_state(device=..., batch_size=...)" if "argument" in begin["error"] else ""
+            return Verdict.failed(f"{title}: " + explain_error("begin_state", begin["error"], hint=hint,
+                                                               returned_by="rnn_model"))
         rows = (2 if spec["bidirectional"] else 1) * spec["num_layers"]
         shape = (rows, B, H)
         problem = _state_problem(begin, shape, spec["kind"] == "LSTM", device, f"{title}: begin_state(batch_size={B})")
         if problem:
             got = next((i for i in begin.get("items", []) if isinstance(i, TensorData)), None)
             if got is not None and len(got.shape) == 3 and got.shape[0] != rows and tuple(got.shape[1:]) == (B, H):
-                problem += (f"; the first dimension is num_directions * num_layers = "
-                            f"{2 if spec['bidirectional'] else 1} * {spec['num_layers']} = {rows}")
+                directions, layers = 2 if spec["bidirectional"] else 1, spec["num_layers"]
+                problem += (f"; this layer has {directions} direction{'s' * (directions > 1)} and {layers} "
+                            f"layer{'s' * (layers > 1)}: take them from rnn_layer.bidirectional and rnn_layer.num_layers")
             return Verdict.failed(problem)
         for item in begin["items"]:
             if item.array is not None and np.any(item.array != 0):
@@ -345,7 +369,9 @@ def _layers(observed: dict, layers: dict, case: dict, device: str) -> Verdict:
             return Verdict.failed(problem)
         ref = reference_layer(name, spec, case)
         lstm = spec["kind"] == "LSTM"
-        problem = _state_problem(run["state"], (ref["rows"], B, H), lstm, device, f"{title}: the returned state")
+        directions = 2 if spec["bidirectional"] else 1
+        problem = _state_problem(run["state"], (ref["rows"], B, H), lstm, device, f"{title}: the returned state",
+                                 sequence=(T, B, directions * H))
         if problem:
             return Verdict.failed(problem)
         if device != "cpu":  # values are compared on the CPU; other devices' kernels (cuDNN, TF32) round differently
@@ -353,14 +379,15 @@ def _layers(observed: dict, layers: dict, case: dict, device: str) -> Verdict:
         rtol = recurrence_tolerance(T * spec["num_layers"])
         atol = rtol * max(1.0, ref["magnitude"])
         problem = check_allclose(f"{title}: the output", ref["outputs"], run["outputs"], rtol, atol,
-                                 ("time step", "batch row", "vocabulary index"), lambda ix: (ix[0] // B, ix[0] % B, ix[1]))
+                                 ("time step", "batch row", "vocabulary index"), lambda ix: (ix[0] // B, ix[0] % B, ix[1]),
+                                 shape_axes=OUTPUT_AXES)
         if problem:
             if _close(_batch_major(ref["outputs"], T, B), run["outputs"], rtol, atol):
                 problem += "; your rows are batch-major (row b*T + t); they must go time step by time step (row t*B + b)"
             return Verdict.failed(problem)
         for label, want, got in zip(("H", "C"), ref["states"], run["state"]["items"]):
             problem = check_allclose(f"{title}: the returned state" + (f"'s {label}" if lstm else ""), want, got,
-                                     rtol, rtol, ("layer and direction", "batch row", "hidden unit"))
+                                     rtol, rtol, ("layer and direction", "batch row", "hidden unit"), shape_axes=STATE_AXES)
             if problem:
                 return Verdict.failed(problem + "; return the state the layer returns")
     kinds = ", ".join(LAYER_TITLES.get(n, n) for n in layers)
@@ -429,7 +456,8 @@ def judge_train(observed: Any, train: dict, band: float = BAND, **_: Any) -> Ver
     setup, epochs, num_preds = train["setup"], train["epochs"], train["num_preds"]
     observed = observed["train"]
     if "error" in observed:
-        return Verdict(ERROR, f"training with the reference's train_epoch raised {observed['error']}")
+        return Verdict(ERROR, explain_error("training with the grader's train_epoch", observed["error"],
+                                            hint=_layer_hint(observed["error"]), returned_by="your model"))
     if "problem" in observed:
         return Verdict.failed(observed["problem"])
     ref = reference_training(setup, epochs, num_preds)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from grader import hookimpl
-from grader.compare import check_allclose, check_tensor_meta, first_recurrent_step_off, recurrence_tolerance
+from grader.compare import check_allclose, check_tensor_meta, first_recurrent_step_off, named_shape, recurrence_tolerance
 from grader.definitions import Check, Probe
 from grader.fixtures import first_of, rnn_case
 from grader.hints import Hint
@@ -24,7 +24,7 @@ EXERCISE = "rnn_scratch"
 PARAM_NAMES = ("W_xh", "W_hh", "b_h", "W_hq", "b_q")
 V, H = 28, 48
 CASE = dict(seed=7, vocab_size=V, num_hiddens=H, num_steps=35, batch_size=4)
-HINTS = (Hint(r"mat1 and mat2 shapes cannot be multiplied",
+HINTS = (Hint(r"mat1 and mat2 shapes cannot be multiplied|must have same reduction dim",
               "check the matrix orientation: X (B, V) @ W_xh (V, H), H (B, H) @ W_hh (H, H)"),)
 
 
@@ -44,17 +44,26 @@ def probe_params(ctx, vocab_size: int, num_hiddens: int, device: str) -> Any:
     }
 
 
+#: what each axis of each parameter is, in get_params' own words
+PARAM_AXES = (("vocab_size", "num_hiddens"), ("num_hiddens", "num_hiddens"), ("num_hiddens",),
+              ("num_hiddens", "vocab_size"), ("vocab_size",))
+
+
 def _param_structure(observed: Any, vocab_size: int, num_hiddens: int, device: str) -> str | None:
     if observed.get("kind") != "sequence":
         return f"get_params should return a list of 5 tensors, but returned a {observed.get('kind')}"
     params = observed["params"]
     if len(params) != 5:
         return f"get_params should return 5 parameters [W_xh, W_hh, b_h, W_hq, b_q], but returned {len(params)}"
-    shapes = [(vocab_size, num_hiddens), (num_hiddens, num_hiddens), (num_hiddens,), (num_hiddens, vocab_size), (vocab_size,)]
-    for name, shape, p in zip(PARAM_NAMES, shapes, params):
-        problem = check_tensor_meta(name, shape, p, device=device)
+    sizes = {"vocab_size": vocab_size, "num_hiddens": num_hiddens}
+    shapes = [tuple(sizes[axis] for axis in axes) for axes in PARAM_AXES]
+    problem = _param_order(params, shapes)
+    if problem:
+        return problem
+    for name, shape, axes, p in zip(PARAM_NAMES, shapes, PARAM_AXES, params):
+        problem = check_tensor_meta(name, shape, p, device=device, axes=axes)
         if problem:
-            return problem + ("" if shape[0] != shape[-1] or len(shape) == 1 else "")
+            return problem
         if not p.requires_grad:
             return f"{name} does not require gradients: call requires_grad_(True) on every parameter"
         if not p.is_leaf:
@@ -65,6 +74,19 @@ def _param_structure(observed: Any, vocab_size: int, num_hiddens: int, device: s
     return None
 
 
+def _param_order(params: list, shapes: list) -> str | None:
+    """The parameters in another order than [W_xh, W_hh, b_h, W_hq, b_q], each of the right shape: said as such.
+
+    Otherwise the first shape check would blame a correct line ("b_h has shape (256, 28)").
+    """
+    got = [tuple(p.shape) if isinstance(p, TensorData) else None for p in params]
+    if got == shapes or sorted(map(str, got)) != sorted(map(str, shapes)) or len(set(shapes)) != len(shapes):
+        return None
+    order = [PARAM_NAMES[shapes.index(shape)] for shape in got]
+    return (f"get_params returns the parameters in the order [{', '.join(order)}] (judging by their shapes), but rnn "
+            f"unpacks them as W_xh, W_hh, b_h, W_hq, b_q = params: return [W_xh, W_hh, b_h, W_hq, b_q]")
+
+
 def judge_params_shapes(observed: Any, vocab_size: int, num_hiddens: int, device: str) -> Verdict:
     problem = _param_structure(observed, vocab_size, num_hiddens, device)
     return Verdict.failed(problem) if problem else Verdict.passed("5 float32 leaf tensors of the right shapes, requiring grad")
@@ -73,7 +95,7 @@ def judge_params_shapes(observed: Any, vocab_size: int, num_hiddens: int, device
 def judge_params_init(observed: Any, vocab_size: int, num_hiddens: int, device: str) -> Verdict:
     problem = _param_structure(observed, vocab_size, num_hiddens, device)
     if problem:
-        return Verdict.failed("cannot check initialisation: " + problem)
+        return Verdict.failed(problem)  # the same words as params.shapes: one cause, told once
     figures = {}
     for name, p in zip(PARAM_NAMES, observed["params"]):
         values = p.array.astype(np.float64)
@@ -108,7 +130,8 @@ def judge_state(observed: Any, batch_size: int, num_hiddens: int, device: str) -
     if len(observed["items"]) != 1:
         return Verdict.failed(f"init_rnn_state should return a tuple of exactly one tensor, but it has {len(observed['items'])} items")
     state = observed["items"][0]
-    problem = check_tensor_meta("the state H", (batch_size, num_hiddens), state, device=device)
+    problem = check_tensor_meta("the state H", (batch_size, num_hiddens), state, device=device,
+                                axes=("batch_size", "num_hiddens"))
     if problem:
         return Verdict.failed(problem)
     if state.array is not None and np.any(state.array != 0):
@@ -140,12 +163,19 @@ def probe_rnn(ctx, seed: int, vocab_size: int, num_hiddens: int, num_steps: int,
         result["inputs_untouched"] = bool(torch.equal(inputs, inputs_before))
         result["state_untouched"] = bool(torch.equal(state.detach(), state_before))
         result["params_untouched"] = all(torch.equal(p.detach(), b) for p, b in zip(params, params_before))
-    if gradients and isinstance(outputs, torch.Tensor) and isinstance(result["final"], torch.Tensor):
+    # gradients of a weighted sum of what rnn returned; only for the right shapes (the judge tells any other
+    # shape), and only when autograd can reach it (else the judge says that no gradient reached the parameters)
+    if gradients and _shaped(outputs, case["output_weights"]) and _shaped(result["final"], case["state_weights"]):
         loss = (outputs * case["output_weights"]).sum() + (result["final"] * case["state_weights"]).sum()
-        loss.backward()
+        if loss.requires_grad:
+            loss.backward()
         result["grads"] = [p.grad for p in params]
         result["state_grad"] = state.grad
     return result
+
+
+def _shaped(value: Any, like: torch.Tensor) -> bool:
+    return isinstance(value, torch.Tensor) and value.shape == like.shape and value.is_floating_point()
 
 
 def reference_rnn(seed: int, vocab_size: int, num_hiddens: int, num_steps: int, batch_size: int, nonzero_state: bool) -> dict:
@@ -173,17 +203,20 @@ def _reference_rnn(seed: int, vocab_size: int, num_hiddens: int, num_steps: int,
 
 def _structure(observed: Any, batch_size: int, num_hiddens: int, num_steps: int, vocab_size: int, device: str) -> str | None:
     outputs = observed.get("outputs")
+    out_axes = ("num_steps * batch_size", "vocab_size")
     if isinstance(outputs, TensorData) and tuple(outputs.shape) == (num_steps, batch_size, vocab_size):
-        return (f"outputs have shape {tuple(outputs.shape)}; concatenate the time steps along dimension 0 "
-                f"to get ({num_steps * batch_size}, {vocab_size})")
-    problem = check_tensor_meta("outputs", (num_steps * batch_size, vocab_size), outputs, device=device)
+        return (f"outputs have shape {named_shape(outputs.shape, ('num_steps', 'batch_size', 'vocab_size'))}, one "
+                f"(B, V) block per time step; concatenate the time steps along dimension 0 (torch.cat(outputs, dim=0)) "
+                f"to get {named_shape((num_steps * batch_size, vocab_size), out_axes)}")
+    problem = check_tensor_meta("outputs", (num_steps * batch_size, vocab_size), outputs, device=device, axes=out_axes)
     if problem:
         return problem
     if observed["state_kind"] not in ("tuple", "list"):
         return f"rnn should return (outputs, (H,)), but the state it returned is a {observed['state_kind']}, not a tuple"
     if observed["state_len"] != 1:
         return f"the returned state should be a tuple of one tensor (H,), but it has {observed['state_len']} items"
-    return check_tensor_meta("the returned state H", (batch_size, num_hiddens), observed["final"], device=device)
+    return check_tensor_meta("the returned state H", (batch_size, num_hiddens), observed["final"], device=device,
+                             axes=("batch_size", "num_hiddens"))
 
 
 def judge_rnn_shapes(observed: Any, seed, vocab_size, num_hiddens, num_steps, batch_size, nonzero_state, device="cpu", gradients=False) -> Verdict:

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from grader import hookimpl, refcache
-from grader.compare import FLOAT32_EPS, check_tensor_meta
+from grader.compare import FLOAT32_EPS, check_tensor_meta, named_shape
 from grader.definitions import Check, Probe
 from grader.figures import finite, rounded
-from grader.hints import hidden_size_mismatch, with_device_hint
+from grader.hints import explain_error, hidden_size_mismatch, with_device_hint
 from grader.nets import unregistered
 from grader.plugins import reference_hooks
 from grader.results import ERROR, Verdict
@@ -32,7 +32,10 @@ from grader.wire import TensorData
 
 EXERCISE = "sine_wave"
 #: forward checks use sizes unlike the lesson's, so nothing hard-coded passes
-FORWARD = dict(seed=5, input_dim=2, hidden_dim=12, out_dim=3, batch=3, steps=7, split=3)
+#: and no two axes of a checked shape are equal, so a message naming a shape shows which axis is wrong
+FORWARD = dict(seed=5, input_dim=2, hidden_dim=12, out_dim=4, batch=3, steps=7, split=3)
+#: what each axis of y and h is
+Y_AXES, H_AXES = ("batch", "time steps", "out_dim"), ("num_layers", "batch", "hidden_dim")
 #: the lesson's problem: 20 points of sin on [start, start + 10], start drawn from {0, 1, 2}
 NUM_POINTS, SPAN, STARTS = 20, 10.0, (0, 1, 2)
 TRAIN = dict(seed=0, input_dim=1, hidden_dim=16, out_dim=1, iterations=250, lr=1e-3)
@@ -86,7 +89,7 @@ def _forward_runs(ctx, sine_model: Any, seed: int, input_dim: int, hidden_dim: i
     dev = torch.device(device)
     moved = ctx.attempt(lambda: model.to(dev))
     if isinstance(moved, dict) and "error" in moved:
-        return {"kind": "module", "full": {"error": f"{moved['error']} (in model.to('{device}'))"}}
+        return {"kind": "module", "full": {"error": moved["error"], "during": f"model.to('{device}')"}}
     data = forward_inputs(seed, input_dim, hidden_dim, batch, steps)
     x, h0 = data["x"].clone().to(dev), data["h0"].clone().to(dev)
     out: dict[str, Any] = {"kind": "module", "unregistered": unregistered(model)}
@@ -114,23 +117,19 @@ def _forward_runs(ctx, sine_model: Any, seed: int, input_dim: int, hidden_dim: i
 
 def _shape_problem(observed: Any, batch: int, steps: int, hidden_dim: int, out_dim: int, device: str) -> str | None:
     if "error" in observed:
-        return f"sine_model raised {observed['error']}"
+        return explain_error("sine_model", observed["error"], sizes=dict(batch=batch, steps=steps, hidden_dim=hidden_dim,
+                                                                         out_dim=out_dim))
     if observed.get("kind") != "module":
         return f"sine_model should return an nn.Module, but returned a {observed.get('kind')}"
     full = observed["full"]
     if "error" in full:
-        hint = ""
-        sizes = hidden_size_mismatch(full["error"])
-        if sizes and sizes[0][1:2] != sizes[1][1:2]:
-            hint = ("; x is batch first, (B, T, input_dim): create the layer with nn.RNN(..., batch_first=True) "
-                    "(h0 stays (1, B, H) either way)")
-        elif sizes and sizes[0][-1:] != sizes[1][-1:]:
-            hint = f"; the layer's hidden size must be the hidden_dim passed in ({hidden_dim}), not a fixed number"
-        return f"model(x, h0) raised {full['error']}{hint}"
+        return explain_error(full.get("during") or "model(x, h0)", full["error"], hint=_layer_hint(full["error"], hidden_dim),
+                             returned_by="sine_model",
+                             sizes=dict(batch=batch, steps=steps, hidden_dim=hidden_dim, out_dim=out_dim))
     if full["kind"] != "pair":
         return f"forward should return a pair (y, h), but returned a {full['kind']}"
-    problem = check_tensor_meta("y", (batch, steps, out_dim), full["y"], device=device) if full["y"] is not None \
-        else f"y should be a tensor but is a {full['y_kind']}"
+    problem = check_tensor_meta("y", (batch, steps, out_dim), full["y"], device=device, axes=Y_AXES) \
+        if full["y"] is not None else f"y should be a tensor but is a {full['y_kind']}"
     if problem and isinstance(full["y"], TensorData) and tuple(full["y"].shape) == (batch, steps, hidden_dim):
         problem += "; that is the hidden state's size: apply the linear read-out to every time step"
     if problem and isinstance(full["y"], TensorData) and tuple(full["y"].shape) == (batch, out_dim):
@@ -139,7 +138,18 @@ def _shape_problem(observed: Any, batch: int, steps: int, hidden_dim: int, out_d
         return problem
     if full["h"] is None:
         return f"h should be a tensor but is a {full['h_kind']}"
-    return check_tensor_meta("h", (1, batch, hidden_dim), full["h"], device=device)
+    return check_tensor_meta("h", (1, batch, hidden_dim), full["h"], device=device, axes=H_AXES)
+
+
+def _layer_hint(error: str, hidden_dim: int) -> str:
+    """What an error raised by the recurrent layer inside forward usually means here, or ""."""
+    sizes = hidden_size_mismatch(error)
+    if sizes and sizes[0][1:2] != sizes[1][1:2]:
+        return ("x is batch first, (B, T, input_dim): create the layer with nn.RNN(..., batch_first=True) "
+                "(h0 stays (1, B, H) either way)")
+    if sizes and sizes[0][-1:] != sizes[1][-1:]:
+        return f"the layer's hidden size must be the hidden_dim passed in ({hidden_dim}), not a fixed number"
+    return ""
 
 
 def judge_shapes(observed: Any, forward: dict, **_: Any) -> Verdict:
@@ -176,7 +186,7 @@ def _close(a: Any, b: Any) -> bool:
 
 def _run_problem(run: dict, what: str) -> str | None:
     if "error" in run:
-        return f"{what} raised {run['error']}"
+        return explain_error(what, run["error"], returned_by="sine_model")
     if run.get("kind") != "pair" or run.get("y") is None or run.get("h") is None:
         return f"{what} did not return a pair of tensors (y, h)"
     return None
@@ -185,7 +195,7 @@ def _run_problem(run: dict, what: str) -> str | None:
 def judge_batch_first(observed: Any, forward: dict, **_: Any) -> Verdict:
     observed, problem = _cpu_run(observed, forward)
     if problem:
-        return Verdict.failed("cannot check: " + problem)
+        return Verdict.failed(problem)  # the words of forward.shapes: one cause, told once
     batch = forward["batch"]
     full = observed["full"]
     for b, row in enumerate(observed["rows"]):
@@ -203,7 +213,7 @@ def judge_batch_first(observed: Any, forward: dict, **_: Any) -> Verdict:
 def judge_uses_h0(observed: Any, forward: dict, **_: Any) -> Verdict:
     observed, problem = _cpu_run(observed, forward)
     if problem:
-        return Verdict.failed("cannot check: " + problem)
+        return Verdict.failed(problem)  # the words of forward.shapes: one cause, told once
     problem = _run_problem(observed["zero_h0"], "the model with h0 = 0")
     if problem:
         return Verdict.failed(problem)
@@ -216,7 +226,7 @@ def judge_uses_h0(observed: Any, forward: dict, **_: Any) -> Verdict:
 def judge_returns_h(observed: Any, forward: dict, **_: Any) -> Verdict:
     observed, problem = _cpu_run(observed, forward)
     if problem:
-        return Verdict.failed("cannot check: " + problem)
+        return Verdict.failed(problem)  # the words of forward.shapes: one cause, told once
     steps, split = forward["steps"], forward["split"]
     first = observed["first"]
     problem = _run_problem(first, f"the model on the first {split} time steps")
@@ -228,7 +238,10 @@ def judge_returns_h(observed: Any, forward: dict, **_: Any) -> Verdict:
         return Verdict.failed(problem)
     full = observed["full"]
     parts, whole = [first["y"].array, second["y"].array], full["y"].array
-    joined = np.concatenate(parts, axis=1) if all(a is not None and a.ndim == whole.ndim for a in parts) else None
+    # joined along the time axis when the halves have the whole's other axes (else they cannot give the whole)
+    joined = np.concatenate(parts, axis=1) if all(
+        a is not None and a.ndim == whole.ndim >= 2 and a.shape[:1] + a.shape[2:] == whole.shape[:1] + whole.shape[2:]
+        for a in parts) else None
     if joined is None or joined.shape != whole.shape or not np.allclose(
             joined, whole, rtol=RTOL, atol=RTOL * max(1.0, float(np.abs(whole).max()))):
         return Verdict.failed(
@@ -343,7 +356,8 @@ def judge_training(observed: Any, train: dict, mse_factor: float = MSE_FACTOR, *
     iterations, out_dim = train["iterations"], train["out_dim"]
     observed = observed["train"]
     if "error" in observed:
-        return Verdict(ERROR, f"training raised {observed['error']}")
+        return Verdict(ERROR, explain_error("your model, in the grader's training loop,", observed["error"],
+                                            hint=_layer_hint(observed["error"], train["hidden_dim"]), returned_by="sine_model"))
     if observed.get("kind") != "module":
         return Verdict.failed(f"sine_model should return an nn.Module, but returned a {observed.get('kind')}")
     hidden = observed.get("unregistered") or []
@@ -352,7 +366,8 @@ def judge_training(observed: Any, train: dict, mse_factor: float = MSE_FACTOR, *
     if "bad_shape" in observed:
         got = observed["bad_shape"]
         return Verdict.failed(f"cannot train: on one sequence of {NUM_POINTS - 1} steps the model's y has shape "
-                              f"{tuple(got) if got else 'unknown'}, expected (1, {NUM_POINTS - 1}, {out_dim})")
+                              f"{tuple(got) if got else 'unknown'}, but should be "
+                              f"{named_shape((1, NUM_POINTS - 1, out_dim), Y_AXES)}")
     ref = reference_training(**train)
     mse, want = eval_mse(observed["predictions"], train["seed"]), ref["mse"]
     limit = mse_factor * want

@@ -13,7 +13,8 @@ from typing import Any, Optional
 from grader import wire
 from grader.prose import shorten
 from grader.definitions import Check
-from grader.hints import hint_for
+from grader.compare import UnexpectedForm
+from grader.hints import explain_error
 from grader.protocol import DEFAULT_LIMITS, OUTPUT_LIMIT, RESULT_LIMIT, MiB, Reply, Status
 from grader.results import ERROR, FAILED, NOT_IMPLEMENTED, Verdict
 
@@ -86,12 +87,16 @@ def verdict_for(check: Check, decoded: Decoded, memory_limit: int = DEFAULT_LIMI
         if value.get("limit") == "memory":
             limit = f"{memory_limit / (1 << 30):g} GiB" if memory_limit >= 1 << 30 else f"{memory_limit >> 20} MiB"
             return Verdict(ERROR, f"{check.hook} exceeded the {limit} memory limit ({shorten(message, 300)})")
-        return Verdict(ERROR, f"{check.hook} raised {message}{hint_for(message, check.probe.hints)}")
+        return Verdict(ERROR, explain_error(check.hook, message, check.probe.hints, sizes=check.probe.params))
     try:
         verdict = check.judge(value.get("value"), **check.probe.params)
+    except UnexpectedForm as exc:  # the judge knows what it expected
+        return Verdict(ERROR, f"{check.hook} returned data of an unexpected form: {_exception_text(exc)}")
     except Exception as exc:  # noqa: BLE001 - whatever the returned data made the judge raise costs this check only
-        return Verdict(ERROR, f"{check.hook} returned data of an unexpected form "
-                              f"({type(exc).__name__}: {_exception_text(exc)})")
+        # the judge's own comparison stopped (e.g. a broadcast error): not an error of the student's code
+        return Verdict(ERROR, f"{check.hook} returned data of an unexpected form, so the check could not compare it "
+                              f"(the check's own code stopped with {type(exc).__name__}: {_exception_text(exc, 200)}); "
+                              f"what it tests: {shorten(check.title, 150)}")
     if not isinstance(verdict, Verdict):  # a plugin's judge returned something else
         return Verdict(FAILED, "the check did not reach a verdict")
     return verdict
@@ -112,9 +117,9 @@ def _event_text(value: Any) -> str:
     return "" if value is None else _short(value, 200)
 
 
-def _exception_text(exc: Exception) -> str:
+def _exception_text(exc: Exception, limit: int = 300) -> str:
     try:
         text = str(exc)
     except Exception:  # noqa: BLE001 - an exception whose __str__ fails still gets a verdict
         return "no message"
-    return wire.valid_text(shorten(text, 300))
+    return wire.valid_text(shorten(text, limit))

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import sysconfig
 import traceback
 from pathlib import Path
 from typing import Any
 
+import grader
+from grader.hints import GRADER_OWN
 from grader.prose import shorten
+
+#: where the grader's own code lives in the runner: its package, and the code a request carries
+#: (the reference parts, compiled as "<reference NAME>", and a pack's probe, "<check pack NAME>")
+_PACKAGE = Path(grader.__file__).parent
+GRADER_CODE = tuple(dict.fromkeys((f"{_PACKAGE}/", f"{_PACKAGE.resolve()}/", "<reference ", "<check pack ")))
+#: where libraries live (torch, numpy, the standard library)
+LIBRARIES = tuple(dict.fromkeys(f"{sysconfig.get_paths()[key]}/" for key in ("stdlib", "platstdlib", "purelib", "platlib")))
+#: library frames through which an error still comes from the student's objects: a call of an nn.Module
+#: (the student's model, even one made only of torch's layers) and autograd (the graph the student built)
+STUDENT_OBJECT_FRAMES = ("torch/nn/modules/", "torch/autograd/", "torch/_tensor.py")
 
 
 def student_frames(tb: Any, folder: Path) -> list[str]:
@@ -31,7 +44,25 @@ def describe_exception(exc: BaseException, folder: Path) -> str:
         text = f"SyntaxError: {exc.msg} (line {exc.lineno})"
     frames = student_frames(exc.__traceback__, folder)
     where = f" at {frames[-1]}" if frames else ""
-    return shorten(shorten(text, 2000) + where, 2400)
+    own = GRADER_OWN if not frames and raised_by_grader(exc, folder) else ""
+    return shorten(own + shorten(text, 2000) + where, 2400)
+
+
+def raised_by_grader(exc: BaseException, folder: Path) -> bool:
+    """Did the grader's own code raise this on what student code returned, with none of the submission running?
+
+    True when the newest frame that is not a library's is the grader's (a probe's comparison, the reference's
+    loop): e.g. a broadcast error in a probe that multiplies the returned outputs by its weights. An error
+    from inside an nn.Module call or autograd is the student's objects' (their model, their graph).
+    """
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        name = frame.filename
+        if name.startswith(GRADER_CODE) and not name.startswith(str(folder)):
+            return True
+        library = name.startswith(LIBRARIES) or "/site-packages/" in name
+        if not library or any(part in name for part in STUDENT_OBJECT_FRAMES):
+            return False  # the submission's frame, the import machinery, or the student's model or graph
+    return False
 
 
 def raised_by_student(exc: BaseException, folder: Path) -> bool:
