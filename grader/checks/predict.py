@@ -21,6 +21,7 @@ from grader.checks.reference_runs import default_setup, reference_training
 from grader.corpus import corpus_spec, vocab_and_ids
 from grader.definitions import Check, Probe
 from grader.fixtures import first_of
+from grader.hints import explain_error
 from grader.plugins import reference_hooks
 from grader.results import Verdict
 from grader.training import make_net
@@ -315,9 +316,9 @@ def probe_predict_device(ctx, tokens: list, case: list, num_hiddens: int, device
 def judge_device(observed: Any, tokens: list, case: list, num_hiddens: int, devices: list, *, device: str) -> Verdict:
     run = observed[device]
     if "error" in run:
-        return Verdict.failed(f"predict raised {run['error']} when device was {device}; create every tensor you "
-                              "feed the model with device=device (reading the model's output with int() or "
-                              ".item() is fine)")
+        hint = (f"with device={device} it must create every tensor it feeds the model with device=device "
+                "(reading the model's output with int() or .item() is fine)")
+        return Verdict.failed(explain_error("predict", run["error"], hint=hint))
     wrong = [s for s in run["states"] if not _on(s, device)]
     if wrong:
         return Verdict.failed(f"predict asked net.begin_state for a state on {wrong[0]} while device was {device}: "
