@@ -6,6 +6,10 @@ lesson teaches is observed directly by the objects handed to the student's loop.
 Those objects live in the student's process, so what they report is not taken on
 trust: they record raw values (parameters, states, gradients) and the judge
 recomputes the forward pass, the loss and its gradients from them (:mod:`grader.replay`).
+The loop also runs on the reference's concise models (nn.RNN, nn.GRU: a state that is one
+tensor; nn.LSTM: a tuple), with both kinds of updater; there the judge runs the reference's
+loop itself on the same seeded models and minibatches and compares the parameters each model
+ends with (:func:`judge_module_state`).
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import dataclasses
 import functools
 import json
 import math
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
-from grader import hookimpl
+from grader import hookimpl, refcache
+from grader.book import sgd
 from grader.checks.reference_runs import EPOCHS, default_setup, reference_training
 from grader.corpus import corpus_facts, corpus_spec
 from grader.definitions import Check, Probe
@@ -28,12 +34,14 @@ from grader.hints import Hint
 from grader.plugins import reference_hooks
 from grader.results import Verdict
 from grader.replay import Malformed, Replay, as_tensor, inconsistent, initial_params, minibatches, replay
-from grader.training import Log, Setup, loader_for, module_calls, run_module_training, run_training
+from grader.training import Log, RecordingIter, RecordingModule, Setup, loader_for, run_training
 from grader.corpus import vocab_and_ids
 
 EXERCISE = "train_epoch"
 HINTS = (
-    Hint(r"backward through the graph a second time", "detach the state between minibatches (s.detach_())"),
+    Hint(r"backward through the graph a second time|StateNotDetached",
+         "detach the state between minibatches: state.detach_() when it is one tensor, else s.detach_() for each "
+         "tensor of the tuple"),
     Hint(r"object is not callable", "the updater may be a torch.optim optimizer: call updater.step() for those"),
     Hint(r"has no attribute 'step'|has no attribute 'zero_grad'", "the updater may be a plain function: call updater(batch_size=1)"),
     Hint(r"for \*\* or pow\(\): 'NoneType'|'NoneType' object (does not support item assignment|is not subscriptable"
@@ -55,19 +63,89 @@ def probe_train(ctx, setup: dict, epochs: int, **options: Any) -> Any:
 
 
 #: the concise models (layer, torch.optim updater?) train_epoch also runs on: a state that is one tensor
-#: (nn.RNN) and a tuple of tensors (nn.LSTM), each with both kinds of updater
-MODULE_CASES = (("RNN", False), ("RNN", True), ("LSTM", False), ("LSTM", True))
+#: (nn.RNN, nn.GRU) and a tuple of tensors (nn.LSTM), each with both kinds of updater
+MODULE_CASES = (("RNN", False), ("RNN", True), ("GRU", False), ("GRU", True), ("LSTM", False), ("LSTM", True))
+
+
+class ModuleRecorder(RecordingModule):
+    """:class:`RecordingModule` that also notes whether each incoming state is all zeros (a fresh one).
+
+    Like every flag the runner records, it is believed only to word a failure: whether the loop
+    trained the model right is decided by the parameters it ends with (:func:`judge_module_state`).
+    """
+
+    def forward(self, X: torch.Tensor, state: Any):
+        tensors = [state] if isinstance(state, torch.Tensor) else \
+            [s for s in state if isinstance(s, torch.Tensor)] if isinstance(state, (tuple, list)) else []
+        zeros = bool(tensors) and all(bool((t == 0).all()) for t in tensors)
+        outputs = super().forward(X, state)
+        self._log.calls[-1]["zeros"] = zeros
+        return outputs
+
+
+def module_training(train_epoch: Callable, hooks: dict, setup: Setup, layer: str, optimizer: bool, max_batches: int,
+                    attempt: Callable[[Callable[[], Any]], Any] = lambda call: call()) -> dict:
+    """One sequential epoch of ``train_epoch`` on the reference's concise model around a seeded ``nn.<layer>``.
+
+    Runs in the runner (the student's loop, ``attempt`` = ``ctx.attempt``) and in the judge (the reference's
+    loop, or one with a mistake applied). Returns the counts and flags of the run, the error it raised, and
+    the parameters it ended with: those the judge compares with the reference loop's.
+    """
+    log = Log()
+    vocab, ids = vocab_and_ids(setup.corpus)
+    V = len(vocab)
+    torch.manual_seed(setup.seed)
+    net = ModuleRecorder(hooks["rnn_model"](getattr(nn, layer)(V, setup.num_hiddens), V), log)
+    loader = RecordingIter(loader_for(setup, ids, False), log, max_batches)
+    params = list(net.parameters())
+    loss = nn.CrossEntropyLoss()
+    if optimizer:
+        updater: Any = torch.optim.SGD(params, lr=setup.lr)
+        updater.register_step_post_hook(lambda *_: log.updates.append({}))
+    else:
+        def updater(batch_size: int = 1, *args: Any, **kwargs: Any) -> None:  # the book's scratch updater
+            log.updates.append({})
+            log.updater_args.append(batch_size if isinstance(batch_size, (int, float)) else str(batch_size))
+            sgd(params, setup.lr, batch_size)
+    torch.manual_seed(setup.seed)
+    result = attempt(lambda: train_epoch(net, loader, loss, updater, torch.device("cpu"), False))
+    error = result.get("error") if isinstance(result, dict) else None
+    return {"calls": [{"kind": c["kind"], "has_grad_fn": c["has_grad_fn"], "zeros": c.get("zeros", False)}
+                      for c in log.calls[:200]],
+            "begin_states": log.begin_states, "updates": len(log.updates), "updater_args": log.updater_args[:50],
+            "batches": (log.batch[1] + 1) if log.batch else 0, "error": error if isinstance(error, str) else None,
+            "params": [p.detach().clone() for p in params]}
 
 
 def probe_modules(ctx, setup: dict, max_batches: int, cases: list) -> Any:
     """The student's train_epoch for a few sequential minibatches on the reference's concise models."""
-    train_epoch, out = ctx.student("train_epoch"), []
-    for layer, optimizer in cases:
-        log = Log()
-        result = ctx.attempt(lambda: run_module_training(train_epoch, ctx.reference, Setup(**setup), log,
-                                                         layer=layer, optimizer=optimizer, max_batches=max_batches))
-        out.append({**module_calls(log), "error": result.get("error") if isinstance(result, dict) else None})
-    return {"cases": out}
+    train_epoch = ctx.student("train_epoch")
+    return {"cases": [module_training(train_epoch, ctx.reference, Setup(**setup), layer, optimizer, max_batches,
+                                      attempt=ctx.attempt) for layer, optimizer in cases]}
+
+
+@functools.lru_cache(maxsize=32)
+def _module_reference(setup_json: str, layer: str, optimizer: bool, max_batches: int) -> dict:
+    torch.set_num_threads(1)  # as in the runner
+    return _module_trained(setup_json, layer, optimizer, max_batches)
+
+
+@refcache.cached()
+def _module_trained(setup_json: str, layer: str, optimizer: bool, max_batches: int) -> dict:
+    hooks = reference_hooks()
+    setup = Setup(**json.loads(setup_json))
+    run = module_training(hooks["train_epoch"], hooks, setup, layer, optimizer, max_batches)
+    # the parameters before training, made as the run makes them: the yardstick of how far training moved them
+    vocab, _ = vocab_and_ids(setup.corpus)
+    torch.manual_seed(setup.seed)
+    model = hooks["rnn_model"](getattr(nn, layer)(len(vocab), setup.num_hiddens), len(vocab))
+    return {"initial": [p.detach().clone() for p in model.parameters()], "final": run["params"],
+            "batches": run["batches"]}
+
+
+def module_reference(setup: dict, layer: str, optimizer: bool, max_batches: int) -> dict:
+    """The reference loop's run on a concise model: its initial and final parameters (computed once)."""
+    return _module_reference(json.dumps(setup, sort_keys=True), layer, bool(optimizer), max_batches)
 
 
 # ---------------------------------------------------------------- judges
@@ -230,7 +308,7 @@ def judge_labels(observed: Any, setup: dict, epochs: int, **options: Any) -> Ver
 
 def judge_clipping(observed: Any, setup: dict, epochs: int, **options: Any) -> Verdict:
     rp = replay(observed, setup, epochs, **options)
-    verdict = _judge_updates(rp, "clipping", _events(observed))
+    verdict = _judge_updates(rp, "clipping", recorded_events(observed))
     return dataclasses.replace(verdict, figures={**verdict.figures, **_clipping_figure(rp.updates)})
 
 
@@ -256,7 +334,7 @@ def judge_optimizer(observed: Any, setup: dict, epochs: int, **options: Any) -> 
     rp = replay(observed, setup, epochs, **options)
     if not rp.malformed and rp.losses and not rp.updates:
         return Verdict.failed("updater.step() was never called")
-    return _judge_updates(rp, "optimizer", _events(observed))
+    return _judge_updates(rp, "optimizer", recorded_events(observed))
 
 
 #: the clipping threshold of train_epoch and the slack of a norm said to be at it
@@ -264,7 +342,7 @@ THETA, NORM_SLACK = 1.0, 1e-3
 EVENT_KINDS = ("backward", "zero_grad", "step")
 
 
-def _events(observed: Any) -> list:
+def recorded_events(observed: Any) -> list:
     """The order the run recorded (backward, zero_grad, step), as plain (kind, loss, norm) triples.
 
     The runner's word, so it only ever words a failure the replay has already found; odd data reads as none.
@@ -288,7 +366,7 @@ def _step_event(events: list, k: int) -> Optional[int]:
     return steps[k - 1] if len(steps) >= k else None
 
 
-def _clipped_after(events: list, k: int) -> str:
+def clipped_after_step(events: list, k: int) -> str:
     """Why update k saw unclipped gradients, where the order recorded says so; "" when it does not."""
     j = _step_event(events, k)
     if j is None:
@@ -343,7 +421,7 @@ def _judge_updates(rp: Replay, what: str, events: list = ()) -> Verdict:
         if update.get("own") and fresh > THETA and norm > THETA + NORM_SLACK:
             unclipped = "unclipped " if abs(norm - fresh) <= NORM_SLACK * fresh else ""
             return Verdict.failed(f"in minibatch {k} {stepped} with {unclipped}gradients of norm {norm:.4g} > θ = 1"
-                                  f"{_clipped_after(events, k)}: call grad_clipping(net, 1) after loss.backward() "
+                                  f"{clipped_after_step(events, k)}: call grad_clipping(net, 1) after loss.backward() "
                                   f"and before {step}")
         if what == "optimizer" and k > 1 and update.get("zeroed") is False:
             return Verdict.failed(f"at update {k} the gradients were not this minibatch's alone: updater.zero_grad() was "
@@ -403,15 +481,44 @@ def _expected_batches(setup: dict, max_batches: int) -> int:
     return min(max_batches, sum(1 for _ in loader_for(Setup(**setup), ids, False)))
 
 
+#: how far a concise model's final parameters may be from the reference loop's, relative to how far training moved
+#: them; float reordering (batch-major rows, another order of reduction) stays near 1e-6 of it
+MODULE_RTOL = 1e-3
+
+
+def module_difference(params: Any, reference: dict) -> float:
+    """How far recorded final parameters are from the reference loop's, relative to the reference's own change
+    (the largest over tensors); infinite for a record that is not the model's parameters."""
+    initial, final = reference["initial"], reference["final"]
+    if not isinstance(params, list) or len(params) != len(final):
+        return math.inf
+    worst = 0.0
+    for got, want, before in zip(params, final, initial):
+        try:
+            got = as_tensor(got, "float32", tuple(want.shape)).double()
+        except Malformed:
+            return math.inf
+        want, before = want.double(), before.double()
+        moved = max(float((want - before).norm()), 1e-6 * float(want.norm()), 1e-12)
+        worst = max(worst, float((got - want).norm()) / moved)
+    return worst
+
+
 def judge_module_state(observed: Any, setup: dict, max_batches: int, cases: list) -> Verdict:
+    """Each concise model must end with the parameters the reference's loop gives it on the same minibatches.
+
+    The flags the run recorded (state kind, graph, fresh state, counts) only word a failure: the parameters,
+    compared with the judge's own run of the reference loop, decide it.
+    """
     runs = observed.get("cases") if isinstance(observed, dict) else None
-    if not isinstance(runs, list) or len(runs) != len(cases):
+    if not isinstance(runs, list) or len(runs) != len(cases) or not all(isinstance(r, dict) for r in runs):
         return Verdict.failed("the run with nn.Module models returned no usable record")
     expected = _expected_batches(setup, max_batches)
     for (layer, optimizer), run in zip(cases, runs):
         updater = "a torch.optim optimizer" if optimizer else "the scratch updater"
         where = f"on an nn.Module model around nn.{layer} with {updater}"
-        calls, error = run.get("calls") or [], run.get("error")
+        calls, error = run.get("calls") if isinstance(run.get("calls"), list) else [], run.get("error")
+        calls = [c if isinstance(c, dict) else {} for c in calls]
         want = "tensor" if layer != "LSTM" else "tuple"
         for k, call in enumerate(calls[1:], start=2):
             if call.get("kind") != want:
@@ -431,9 +538,9 @@ def judge_module_state(observed: Any, setup: dict, max_batches: int, cases: list
                 return Verdict.failed(f"{where}, backward() went through a previous minibatch's graph, so the state "
                                       f"was not detached: {_detach_fix(layer)}. The error was: "
                                       f"{_torch_text(error, 'backward through the graph a second time')}")
-            fix = _module_fix(layer) if "detach" in error or "tuple" in error else \
-                f"the state of a concise model around nn.{layer} is {'a tuple of tensors' if layer == 'LSTM' else 'one tensor'}"
-            return Verdict.failed(f"{where}, train_epoch raised {error}; {fix}")
+            if "detach" in error or "tuple" in error:
+                return Verdict.failed(f"{where}, train_epoch raised {error}; {_module_fix(layer)}")
+            return Verdict.failed(f"{where}, train_epoch raised {error}")
         if len(calls) != expected or run.get("batches") != expected:
             return Verdict.failed(f"{where}, train_epoch called the model {len(calls)} times for {expected} "
                                   "minibatches; call it once per minibatch")
@@ -441,9 +548,28 @@ def judge_module_state(observed: Any, setup: dict, max_batches: int, cases: list
             step = "updater.step()" if optimizer else "updater(batch_size=1)"
             return Verdict.failed(f"{where}, train_epoch updated the model {run.get('updates')} times for {expected} "
                                   f"minibatches; update once per minibatch ({step})")
-    models = " and ".join(f"nn.{layer}" for layer in dict.fromkeys(layer for layer, _ in cases))
-    return Verdict.passed(f"state detached at every boundary of {expected} minibatches, one update each, on nn.Module models around "
-                          f"{models}, with both kinds of updater")
+        difference = module_difference(run.get("params"), module_reference(setup, layer, optimizer, max_batches))
+        if difference > MODULE_RTOL:
+            fresh = next((k for k, call in enumerate(calls[1:], start=2) if call.get("zeros")), None)
+            if fresh is not None:
+                return Verdict.failed(f"{where}, minibatch {fresh} started from a fresh state; with sequential "
+                                      "minibatches only the first gets one from net.begin_state, later ones carry "
+                                      "the previous minibatch's final state (detached)")
+            off = "not a list of the model's parameters" if math.isinf(difference) else \
+                f"off by {difference:.2g} of how far training moved them"
+            return Verdict.failed(f"{where}, the parameters after {expected} minibatches are not those the book's "
+                                  f"loop reaches on the same seeded minibatches ({off}): carry the state, detached, "
+                                  "from one minibatch to the next, compare the outputs with Y.T.reshape(-1), and "
+                                  "update once per minibatch")
+    models = ", ".join(f"nn.{layer}" for layer in dict.fromkeys(layer for layer, _ in cases))
+    return Verdict.passed(f"on nn.Module models around {models}, with both kinds of updater, the state was carried "
+                          f"and detached over {expected} minibatches and the parameters end where the book's loop "
+                          "takes them")
+
+
+def _module_references(setup: dict, max_batches: int, cases: list) -> None:
+    for layer, optimizer in cases:
+        module_reference(setup, layer, optimizer, max_batches)
 
 
 # ---------------------------------------------------------------- registration
@@ -465,9 +591,10 @@ def grader_checks(config):
     full = Probe("train_epoch", probe_train, dict(setup=setup, epochs=epochs, keep_params=True), timeout=40.0,
                  hints=HINTS, reference=functools.partial(_full_reference, setup, epochs))
     sequential = probe()  # read by the state and the labels checks
-    modules = Probe("train_epoch", probe_modules,
-                    dict(setup=setup, max_batches=BEHAVIOUR_BATCHES, cases=[list(c) for c in MODULE_CASES]),
-                    timeout=20.0, hints=HINTS)
+    module_cases = [list(c) for c in MODULE_CASES]
+    modules = Probe("train_epoch", probe_modules, dict(setup=setup, max_batches=BEHAVIOUR_BATCHES, cases=module_cases),
+                    timeout=20.0, hints=HINTS,
+                    reference=functools.partial(_module_references, setup, BEHAVIOUR_BATCHES, module_cases))
     return [
         Check(EXERCISE, "perplexity", f"perplexity after {epochs} seeded epochs within {band:.0%} of the reference's", 3,
               full, functools.partial(judge_perplexity, band=band), settings=dict(band=float(band), epochs=int(epochs)),
@@ -478,11 +605,13 @@ def grader_checks(config):
               sequential, judge_sequential_state),
         Check(EXERCISE, "state.random", "random sampling: a fresh state for every minibatch", 3,
               probe(use_random_iter=True), judge_random_state),
-        Check(EXERCISE, "state.module", "nn.Module models (nn.RNN: one tensor; nn.LSTM: a tuple): state detached", 2,
+        Check(EXERCISE, "state.module", "nn.Module models (nn.RNN, nn.GRU: one tensor; nn.LSTM: a tuple): state "
+                                        "carried and detached, parameters trained as by the book's loop", 2,
               modules, judge_module_state,
               explains="The student's train_epoch runs a few sequential minibatches on the reference's concise model "
-                       "around nn.RNN (a state that is one tensor) and nn.LSTM (a tuple of tensors), each with the "
-                       "scratch updater and a torch.optim optimizer; the state must be carried and detached."),
+                       "around nn.RNN and nn.GRU (a state that is one tensor) and nn.LSTM (a tuple of tensors), each "
+                       "with the scratch updater and a torch.optim optimizer; the parameters it ends with must be "
+                       "those the reference's loop reaches on the same minibatches."),
         Check(EXERCISE, "labels", "outputs are compared with labels Y.T.reshape(-1)", 3, sequential, judge_labels),
         Check(EXERCISE, "clipping", "gradients are clipped to norm 1 before every update", 2,
               probe(loss_scale=GRAD_SCALE), judge_clipping),
