@@ -68,6 +68,8 @@ WRONG_ADVICE = re.compile(r"retain_graph=True|set_detect_anomaly|anomaly detecti
 #: sentences that advise rather than describe (left out of a quote when a hint gives the advice)
 ADVICE = re.compile(r"^(Hint|Use|Specify|Please|Consider|If you|To fix|You (can|may|might|should)|Try|Convert)\b")
 #: error types raised by Python itself rather than by torch
+#: errors a check's own harness raises to say what it saw (grader.training.StateNotDetached)
+CHECK_ERRORS = frozenset({"StateNotDetached"})
 PYTHON_ERRORS = frozenset({"TypeError", "AttributeError", "NameError", "KeyError", "UnboundLocalError",
                            "ZeroDivisionError", "RecursionError", "SyntaxError", "ImportError", "ModuleNotFoundError"})
 #: how probe parameters that are sizes are named in a message
@@ -109,7 +111,9 @@ class RaisedError:
 
     @property
     def source(self) -> str:
-        """Who wrote the message: "Python" or "torch"."""
+        """Who wrote the message: "Python", "torch" or "the check"."""
+        if self.kind in CHECK_ERRORS:
+            return "the check"
         torchish = re.search(r"[Tt]ensor|torch|CUDA|device", self.text) and "object has no attribute" not in self.text
         return "Python" if self.kind in PYTHON_ERRORS and not torchish else "torch"
 

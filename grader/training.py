@@ -378,35 +378,3 @@ class RecordingModule(nn.Module):
         self._log.calls.append({"batch": self._log.batch, "kind": _state_kind(state),
                                "has_grad_fn": any(t.grad_fn is not None for t in tensors)})
         return self.inner(X, state)
-
-
-def run_module_training(train_epoch: Callable, hooks: dict[str, Callable], setup: Setup, log: Log,
-                        layer: str = "RNN", optimizer: bool = False, max_batches: Optional[int] = None) -> dict:
-    """One sequential epoch of ``train_epoch`` on the reference's concise model around a seeded ``nn.<layer>``.
-
-    ``log`` is the caller's, so that what was observed survives an exception from the student's loop.
-    """
-    vocab, ids = vocab_and_ids(setup.corpus)
-    V = len(vocab)
-    torch.manual_seed(setup.seed)
-    net = RecordingModule(hooks["rnn_model"](getattr(nn, layer)(V, setup.num_hiddens), V), log)
-    loader = RecordingIter(loader_for(setup, ids, False), log, max_batches)
-    params = list(net.parameters())
-    loss = nn.CrossEntropyLoss()
-    if optimizer:
-        updater: Any = torch.optim.SGD(params, lr=setup.lr)
-        updater.register_step_post_hook(lambda *_: log.updates.append({}))
-    else:
-        def updater(batch_size: int = 1, *args: Any, **kwargs: Any) -> None:  # the book's scratch updater
-            log.updates.append({})
-            sgd(params, setup.lr, batch_size)
-    torch.manual_seed(setup.seed)
-    returned = train_epoch(net, loader, loss, updater, torch.device("cpu"), False)
-    return {"returned": _plain_pair(returned)}
-
-
-def module_calls(log: Log) -> dict:
-    """What a :func:`run_module_training` log says, as plain data."""
-    return {"calls": [{"kind": c["kind"], "has_grad_fn": c["has_grad_fn"]} for c in log.calls[:200]],
-            "begin_states": log.begin_states, "updates": len(log.updates),
-            "batches": (log.batch[1] + 1) if log.batch else 0}

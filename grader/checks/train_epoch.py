@@ -30,7 +30,7 @@ from grader.checks.reference_runs import EPOCHS, default_setup, reference_traini
 from grader.corpus import corpus_facts, corpus_spec
 from grader.definitions import Check, Probe
 from grader.figures import perplexity_chart, rounded
-from grader.hints import Hint
+from grader.hints import Hint, explain_error
 from grader.plugins import reference_hooks
 from grader.results import Verdict
 from grader.replay import Malformed, Replay, as_tensor, inconsistent, initial_params, minibatches, replay
@@ -538,9 +538,8 @@ def judge_module_state(observed: Any, setup: dict, max_batches: int, cases: list
                 return Verdict.failed(f"{where}, backward() went through a previous minibatch's graph, so the state "
                                       f"was not detached: {_detach_fix(layer)}. The error was: "
                                       f"{_torch_text(error, 'backward through the graph a second time')}")
-            if "detach" in error or "tuple" in error:
-                return Verdict.failed(f"{where}, train_epoch raised {error}; {_module_fix(layer)}")
-            return Verdict.failed(f"{where}, train_epoch raised {error}")
+            hint = _module_fix(layer) if "detach" in error or "tuple" in error else ""
+            return Verdict.failed(f"{where}, " + explain_error("train_epoch", error, hint=hint))
         if len(calls) != expected or run.get("batches") != expected:
             return Verdict.failed(f"{where}, train_epoch called the model {len(calls)} times for {expected} "
                                   "minibatches; call it once per minibatch")

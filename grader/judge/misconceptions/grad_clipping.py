@@ -16,7 +16,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from grader import hookimpl
-from grader.checks.grad_clipping import CASES, make_grads
+from grader.checks.grad_clipping import make_grads
 from grader.definitions import Evidence, Misconception
 from grader.wire import TensorData
 
