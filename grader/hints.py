@@ -28,7 +28,7 @@ GENERAL_HINTS = (
                                               "and detach the carried state instead of keeping its graph"),
     Hint(r"Expected all tensors to be on the same device", "create every tensor on the device you were given"),
     Hint(r"Torch not compiled with CUDA|no NVIDIA driver|CUDA", "do not hard-code 'cuda'; use the device argument"),
-    Hint(r"meta tensors?|on the meta device|device='meta'|Cannot copy out of meta",
+    Hint(r"meta tensors?|on the meta device|device='meta'|Cannot copy out of meta|device meta\b|tensor at meta\b",
          "this check passes device='meta'; create tensors with device=device and avoid .cpu(), .numpy() and .item()"),
     Hint(r"Can't detach views in-place",
          "the state being detached is a view of another tensor. Looping `for s in state: s.detach_()` over a "

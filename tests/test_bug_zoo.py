@@ -76,7 +76,7 @@ def rnn(inputs, state, params):
         H = torch.tanh(inputs[t] @ W_xh + H @ W_hh + b_h)
         outputs[t * B:(t + 1) * B] = H @ W_hq + b_q
     return outputs, (H,)
-"""), ("rnn_scratch.rnn.device.meta",), ("device",), ("rnn_scratch.rnn.forward", "rnn_scratch.rnn.gradients")),
+"""), ("rnn_scratch.rnn.device.meta",), ("create tensors with device=device",), ("rnn_scratch.rnn.forward", "rnn_scratch.rnn.gradients")),
 }
 
 NORMAL = "torch.randn(size=shape, device=device) * 0.01"
@@ -98,24 +98,24 @@ PARAMS_BUGS = {
                                  ("rnn_scratch.params.shapes", "rnn_scratch.params.init"), ("W_xh",), named='params.weights-transposed'),
     "params-random-biases": Bug("get_params", mutate("rnn_scratch.py", "b_h = torch.zeros(num_hiddens, device=device)",
                                                      "b_h = normal((num_hiddens,))"),
-                                ("rnn_scratch.params.init",), ("b_h",), ("rnn_scratch.params.shapes",)),
+                                ("rnn_scratch.params.init",), ("b_h should start at zero",), ("rnn_scratch.params.shapes",)),
     "params-ignore-device": Bug("get_params", mutate("rnn_scratch.py", NORMAL, "torch.randn(size=shape) * 0.01"),
-                                ("rnn_scratch.params.device.meta",), ("device",),
+                                ("rnn_scratch.params.device.meta",), ("but the device passed in was",),
                                 ("rnn_scratch.params.shapes", "rnn_scratch.params.init")),
 }
 
 ZEROS = "(torch.zeros((batch_size, num_hiddens), device=device),)"
 STATE_BUGS = {
     "state-bare-tensor": Bug("init_rnn_state", mutate("rnn_scratch.py", ZEROS, "torch.zeros((batch_size, num_hiddens), device=device)"),
-                             ("rnn_scratch.state.shape", "rnn_scratch.state.device.meta"), ("tuple",)),
+                             ("rnn_scratch.state.shape", "rnn_scratch.state.device.meta"), ("not a bare tensor",)),
     "state-ones": Bug("init_rnn_state", mutate("rnn_scratch.py", ZEROS, "(torch.ones((batch_size, num_hiddens), device=device),)"),
                       ("rnn_scratch.state.shape",), ("zeros",), named='state.ones'),
     "state-shape-H-B": Bug("init_rnn_state", mutate("rnn_scratch.py", ZEROS, "(torch.zeros((num_hiddens, batch_size), device=device),)"),
                            ("rnn_scratch.state.shape", "rnn_scratch.state.device.meta"), ("shape",), named='state.hidden-by-batch'),
     "state-hard-coded-cuda": Bug("init_rnn_state", mutate("rnn_scratch.py", ZEROS, "(torch.zeros((batch_size, num_hiddens), device='cuda'),)"),
-                                 ("rnn_scratch.state.shape", "rnn_scratch.state.device.meta"), ("device", "cuda")),
+                                 ("rnn_scratch.state.shape", "rnn_scratch.state.device.meta"), ("do not hard-code 'cuda'",)),
     "state-hard-coded-cpu": Bug("init_rnn_state", mutate("rnn_scratch.py", ZEROS, "(torch.zeros((batch_size, num_hiddens), device='cpu'),)"),
-                                ("rnn_scratch.state.device.meta",), ("device",), ("rnn_scratch.state.shape",)),
+                                ("rnn_scratch.state.device.meta",), ("but the device passed in was",), ("rnn_scratch.state.shape",)),
 }
 
 CLIP_ALL = ("grad_clipping.above", "grad_clipping.scratch", "grad_clipping.joint")
@@ -127,7 +127,7 @@ def grad_clipping(net, theta):
         norm = torch.norm(p.grad)
         if norm > theta:
             p.grad[:] *= theta / norm
-"""), ("grad_clipping.joint", "grad_clipping.above"), ("joint",), ("grad_clipping.below",)),
+"""), ("grad_clipping.joint", "grad_clipping.above"), ("clip the norm of all gradients together",), ("grad_clipping.below",)),
     "clip-by-value": Bug("grad_clipping", rewrite("grad_clipping", """
 def grad_clipping(net, theta):
     params = [p for p in net.parameters()] if isinstance(net, nn.Module) else net.params
@@ -199,67 +199,69 @@ def predict(prefix, num_preds, net, vocab, device):
 
 TRAIN_ALL = ("train_epoch.perplexity", "train_epoch.reported", "train_epoch.state.sequential", "train_epoch.labels",
              "train_epoch.clipping", "train_epoch.optimizer")
+#: a missing detach is told by the state check; the others say "same cause as" it
+STATE_FIRST = ("train_epoch.state.sequential",) + tuple(c for c in TRAIN_ALL if c != "train_epoch.state.sequential")
 SCRATCH_UPDATE = "            l.backward()\n            grad_clipping(net, 1)\n            updater(batch_size=1)\n"
 OPTIM_UPDATE = "            l.backward()\n            grad_clipping(net, 1)\n            updater.step()\n"
 TRAIN_BUGS = {
     "train-labels-not-transposed": Bug("train_epoch", mutate("train_epoch.py", "Y.T.reshape(-1)", "Y.reshape(-1)"),
-                                       ("train_epoch.labels", "train_epoch.perplexity"), ("label",)),
+                                       ("train_epoch.labels", "train_epoch.perplexity"), ("label",), named='train_epoch.labels-not-transposed'),
     "train-state-never-detached": Bug("train_epoch", mutate("train_epoch.py", "            for s in state:\n                s.detach_()\n",
                                                             "            pass\n"),
-                                      TRAIN_ALL, ("detach",), ("train_epoch.state.random",)),
+                                      STATE_FIRST, ("detach",), ("train_epoch.state.random",), named='train_epoch.state-not-detached'),
     "train-retain-graph-instead-of-detach": Bug("train_epoch", edits("train_epoch.py",
                                                                      ("            for s in state:\n                s.detach_()\n", "            pass\n"),
                                                                      ("l.backward()", "l.backward(retain_graph=True)")),
-                                                 TRAIN_ALL, ("detach",), ("train_epoch.state.random",)),
+                                                 STATE_FIRST, ("detach",), ("train_epoch.state.random",), named='train_epoch.state-not-detached'),
     "train-state-reset-every-batch": Bug("train_epoch", mutate("train_epoch.py", "if state is None or use_random_iter:", "if True:"),
-                                         ("train_epoch.state.sequential",), ("fresh state",), ("train_epoch.state.random",)),
+                                         ("train_epoch.state.sequential",), ("fresh state",), ("train_epoch.state.random",), named='train_epoch.state-reset-every-minibatch'),
     "train-random-iter-never-reset": Bug("train_epoch", mutate("train_epoch.py", "if state is None or use_random_iter:", "if state is None:"),
-                                         ("train_epoch.state.random",), ("fresh state",), ("train_epoch.state.sequential",)),
+                                         ("train_epoch.state.random",), ("fresh state",), ("train_epoch.state.sequential",), named='train_epoch.random-state-carried'),
     "train-clips-after-update": Bug("train_epoch", edits("train_epoch.py",
                                                          (SCRATCH_UPDATE, "            l.backward()\n            updater(batch_size=1)\n            grad_clipping(net, 1)\n"),
                                                          (OPTIM_UPDATE, "            l.backward()\n            updater.step()\n            grad_clipping(net, 1)\n")),
                                     ("train_epoch.clipping", "train_epoch.optimizer"),
-                                    ("> θ = 1: call grad_clipping(net, 1) after loss.backward() and before updater(batch_size=1)",),
-                                    ("train_epoch.labels",)),
+                                    ("grad_clipping(net, 1) is missing between loss.backward() and the update",),
+                                    ("train_epoch.labels",), named='train_epoch.unclipped-update'),
     "train-no-clipping": Bug("train_epoch", mutate("train_epoch.py", "            grad_clipping(net, 1)\n", "", count=2),
                              ("train_epoch.clipping", "train_epoch.optimizer"),
                              ("call grad_clipping(net, 1) after loss.backward() and before updater(batch_size=1)",),
-                             ("train_epoch.labels",)),
+                             ("train_epoch.labels",), named='train_epoch.unclipped-update'),
     # mistakes in the torch.optim branch alone: only the optimizer check runs it
     "train-optimizer-clips-after-step": Bug(
         "train_epoch", mutate("train_epoch.py", OPTIM_UPDATE, "            l.backward()\n            updater.step()\n"
                                                              "            grad_clipping(net, 1)\n"),
         ("train_epoch.optimizer",),
-        ("> θ = 1 (they were clipped only after the step): call grad_clipping(net, 1) after loss.backward() and before updater.step()",),
-        ("train_epoch.clipping", "train_epoch.perplexity", "train_epoch.labels")),
+        ("clipped after updater.step()",),
+        ("train_epoch.clipping", "train_epoch.perplexity", "train_epoch.labels"), named='train_epoch.clipped-after-step'),
     "train-optimizer-no-clipping": Bug(
         "train_epoch", mutate("train_epoch.py", OPTIM_UPDATE, "            l.backward()\n            updater.step()\n"),
         ("train_epoch.optimizer",),
-        ("> θ = 1: call grad_clipping(net, 1) after loss.backward() and before updater.step()",),
-        ("train_epoch.clipping", "train_epoch.perplexity", "train_epoch.labels")),
+        ("grad_clipping(net, 1) is missing between loss.backward() and the update",),
+        ("train_epoch.clipping", "train_epoch.perplexity", "train_epoch.labels"), named='train_epoch.unclipped-update'),
     "train-optimizer-clips-before-backward": Bug(
         "train_epoch", mutate("train_epoch.py", "            updater.zero_grad()\n" + OPTIM_UPDATE,
                               "            updater.zero_grad()\n            grad_clipping(net, 1)\n"
                               "            l.backward()\n            updater.step()\n"),
-        ("train_epoch.optimizer",), ("call grad_clipping(net, 1) after loss.backward()",),
+        ("train_epoch.optimizer",), ("after loss.backward() and before the update",),
         ("train_epoch.clipping", "train_epoch.perplexity", "train_epoch.labels")),
     "train-no-zero-grad": Bug("train_epoch", mutate("train_epoch.py", "            updater.zero_grad()\n", ""),
-                              ("train_epoch.optimizer",), ("zero_grad",), ("train_epoch.clipping", "train_epoch.perplexity")),
+                              ("train_epoch.optimizer",), ("zero_grad",), ("train_epoch.clipping", "train_epoch.perplexity"), named='train_epoch.no-zero-grad'),
     "train-updater-batch-size": Bug("train_epoch", mutate("train_epoch.py", "updater(batch_size=1)", "updater(batch_size=X.shape[0])"),
-                                    ("train_epoch.perplexity",), ("batch_size",), ("train_epoch.clipping",)),
+                                    ("train_epoch.perplexity",), ("batch_size",), ("train_epoch.clipping",), named='train_epoch.updater-batch-size'),
     "train-perplexity-of-last-batch": Bug("train_epoch", mutate("train_epoch.py", "math.exp(total_loss / total_tokens)", "math.exp(l.item())"),
-                                          ("train_epoch.reported",), ("perplexity",), ("train_epoch.perplexity",)),
+                                          ("train_epoch.reported",), ("perplexity",), ("train_epoch.perplexity",), named='train_epoch.perplexity-of-last-minibatch'),
     "train-mean-loss-not-exp": Bug("train_epoch", mutate("train_epoch.py", "math.exp(total_loss / total_tokens)", "total_loss / total_tokens"),
-                                   ("train_epoch.reported",), ("exp(mean loss)",), ("train_epoch.perplexity",)),
+                                   ("train_epoch.reported",), ("exp(mean loss)",), ("train_epoch.perplexity",), named='train_epoch.mean-loss-not-exponentiated'),
     "train-returns-seconds": Bug("train_epoch", mutate("train_epoch.py", "total_tokens / elapsed", "elapsed"),
-                                 ("train_epoch.reported",), ("tokens/s",), ("train_epoch.perplexity",)),
+                                 ("train_epoch.reported",), ("tokens/s",), ("train_epoch.perplexity",), named='train_epoch.seconds-not-speed'),
     "train-labels-as-inputs": Bug("train_epoch", mutate("train_epoch.py", "y_hat, state = net(X, state)", "y_hat, state = net(Y, state)"),
-                                  ("train_epoch.perplexity",), ("leak",)),
+                                  ("train_epoch.perplexity",), ("leak",), named='train_epoch.labels-as-inputs'),
     "train-inputs-as-labels": Bug("train_epoch", mutate("train_epoch.py", "y = Y.T.reshape(-1)", "y = X.T.reshape(-1)"),
-                                  ("train_epoch.labels", "train_epoch.perplexity"), ("label",)),
+                                  ("train_epoch.labels", "train_epoch.perplexity"), ("label",), named='train_epoch.inputs-as-labels'),
     "train-assumes-optimizer": Bug("train_epoch", edits("train_epoch.py",
                                                         ("        if isinstance(updater, torch.optim.Optimizer):\n", "        if True:\n")),
-                                   ("train_epoch.perplexity", "train_epoch.clipping"), ("updater",), ("train_epoch.optimizer",)),
+                                   ("train_epoch.perplexity", "train_epoch.clipping"), ("the updater may be a plain function",), ("train_epoch.optimizer",)),
 }
 
 BUGS = {**RNN_BUGS, **PARAMS_BUGS, **STATE_BUGS, **CLIP_BUGS, **PREDICT_BUGS, **TRAIN_BUGS}

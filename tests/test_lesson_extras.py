@@ -27,7 +27,8 @@ def extras(runner):
 
     pm, config = get_plugin_manager(), RunConfig()
     full = engine.plan(pm, config)
-    the_plan = engine.Plan([e for e in full.exercises if e.name in EXTRAS], [c for c in full.checks if c.exercise in EXTRAS])
+    the_plan = engine.Plan([e for e in full.exercises if e.name in EXTRAS], [c for c in full.checks if c.exercise in EXTRAS],
+                           misconceptions=full.misconceptions)
     return lambda folder: engine.grade(folder, config, pm, runner, the_plan)
 
 
@@ -38,22 +39,22 @@ SHAPE = "shape = (self.num_directions * self.rnn.num_layers, batch_size, self.nu
 CONCISE_BUGS = {
     "concise-inputs-not-transposed": Bug(
         "rnn_model", edits("rnn_concise.py", (ONE_HOT, ONE_HOT.replace("inputs.T", "inputs"))),
-        (C + "forward.scratch", C + "layers"), ("inputs.t",), (C + "begin_state",)),
+        (C + "forward.scratch", C + "layers"), ("inputs.t",), (C + "begin_state",), named='rnn_concise.inputs-not-transposed'),
     "concise-batch-major-rows": Bug(
         "rnn_model", edits("rnn_concise.py", ("Y.reshape((-1, Y.shape[-1]))", "Y.transpose(0, 1).reshape((-1, Y.shape[-1]))")),
-        (C + "forward.scratch", C + "layers", C + "train"), ("batch-major",), (C + "begin_state",)),
+        (C + "forward.scratch", C + "layers", C + "train"), ("batch-major",), (C + "begin_state",), named='rnn_concise.batch-major-rows'),
     "concise-linear-ignores-directions": Bug(
         "rnn_model", edits("rnn_concise.py", (LINEAR, "self.linear = nn.Linear(self.num_hiddens, self.vocab_size)")),
-        (C + "layers", C + "device.meta"), ("bidirectional",), (C + "forward.scratch", C + "begin_state", C + "train")),
+        (C + "layers", C + "device.meta"), ("bidirectional",), (C + "forward.scratch", C + "begin_state", C + "train"), named='rnn_concise.linear-ignores-directions'),
     "concise-state-ignores-layers": Bug(
         "rnn_model", edits("rnn_concise.py", (SHAPE, SHAPE.replace(" * self.rnn.num_layers", ""))),
-        (C + "begin_state", C + "device.meta"), ("num_layers",), (C + "forward.scratch", C + "layers", C + "train")),
+        (C + "begin_state", C + "device.meta"), ("num_layers",), (C + "forward.scratch", C + "layers", C + "train"), named='rnn_concise.begin-state-rows'),
     "concise-lstm-state-not-a-tuple": Bug(
         "rnn_model", edits("rnn_concise.py", ("if not isinstance(self.rnn, nn.LSTM):", "if True:")),
-        (C + "begin_state", C + "device.meta"), ("tuple",), (C + "forward.scratch", C + "layers", C + "train")),
+        (C + "begin_state", C + "device.meta"), ("tuple",), (C + "forward.scratch", C + "layers", C + "train"), named='rnn_concise.lstm-state-one-tensor'),
     "concise-state-on-cpu": Bug(
         "rnn_model", edits("rnn_concise.py", ("torch.zeros(shape, device=device)", "torch.zeros(shape, device='cpu')")),
-        (C + "device.meta",), ("meta", "device"), (C + "forward.scratch", C + "begin_state", C + "layers", C + "train")),
+        (C + "device.meta",), ("but the device passed in was",), (C + "forward.scratch", C + "begin_state", C + "layers", C + "train")),
     "concise-linear-in-a-list": Bug(
         "rnn_model", edits("rnn_concise.py", (LINEAR, LINEAR.replace("self.linear = nn.Linear(", "self.parts = [nn.Linear(") + "]"),
                            ("output = self.linear(", "output = self.parts[0](")),
@@ -62,10 +63,10 @@ CONCISE_BUGS = {
         "rnn_model", edits("rnn_concise.py", ("self.rnn = rnn_layer", "self.rnn = type(rnn_layer)(rnn_layer.input_size, "
                                               "rnn_layer.hidden_size, num_layers=rnn_layer.num_layers, "
                                               "bidirectional=rnn_layer.bidirectional)")),
-        (C + "forward.scratch", C + "layers", C + "train"), ("rnn_layer",), (C + "begin_state",)),
+        (C + "forward.scratch", C + "layers", C + "train"), ("store that very layer",), (C + "begin_state",)),
     "concise-ignores-state": Bug(
         "rnn_model", edits("rnn_concise.py", ("Y, state = self.rnn(X, state)", "Y, state = self.rnn(X)")),
-        (C + "forward.scratch", C + "layers"), ("zero state",), (C + "begin_state",)),
+        (C + "forward.scratch", C + "layers"), ("zero state",), (C + "begin_state",), named='rnn_concise.ignores-state'),
 }
 
 S = "sine_wave."
@@ -73,24 +74,24 @@ RNN_LINE = "self.rnn = nn.RNN(input_dim, hidden_dim, batch_first=True)"
 SINE_BUGS = {
     "sine-not-batch-first": Bug(
         "sine_model", edits("sine_wave.py", (RNN_LINE, "self.rnn = nn.RNN(input_dim, hidden_dim)")),
-        (S + "forward.shapes", S + "training"), ("batch_first",)),
+        (S + "forward.shapes", S + "training"), ("batch_first",), named='sine_wave.not-batch-first'),
     "sine-ignores-h0": Bug(
         "sine_model", edits("sine_wave.py", ("out, h = self.rnn(x, h0)", "out, h = self.rnn(x)")),
         (S + "forward.uses_h0", S + "forward.returns_h"), ("ignores h0",),
-        (S + "forward.shapes", S + "forward.batch_first", S + "training", S + "device.meta")),
+        (S + "forward.shapes", S + "forward.batch_first", S + "training", S + "device.meta"), named='sine_wave.ignores-h0'),
     "sine-returns-h0": Bug(
         "sine_model", edits("sine_wave.py", ("return self.linear(out), h", "return self.linear(out), h0")),
-        (S + "forward.returns_h",), ("last time step",), (S + "forward.shapes", S + "forward.uses_h0", S + "training")),
+        (S + "forward.returns_h",), ("last time step",), (S + "forward.shapes", S + "forward.uses_h0", S + "training"), named='sine_wave.returns-h0'),
     "sine-last-step-only": Bug(
         "sine_model", edits("sine_wave.py", ("return self.linear(out), h", "return self.linear(out[:, -1]), h")),
-        (S + "forward.shapes", S + "training"), ("every time step",)),
+        (S + "forward.shapes", S + "training"), ("every time step",), named='sine_wave.one-prediction-per-sequence'),
     "sine-relu-read-out": Bug(
         "sine_model", edits("sine_wave.py", ("return self.linear(out), h", "return nn.functional.relu(self.linear(out)), h")),
-        (S + "training",), ("squashes",), (S + "forward.shapes", S + "forward.batch_first", S + "forward.returns_h")),
+        (S + "training",), ("squashes",), (S + "forward.shapes", S + "forward.batch_first", S + "forward.returns_h"), named='sine_wave.output-never-negative'),
     "sine-hidden-size-hard-coded": Bug(
         "sine_model", edits("sine_wave.py", (RNN_LINE, "self.rnn = nn.RNN(input_dim, 16, batch_first=True)"),
                             ("nn.Linear(hidden_dim, out_dim)", "nn.Linear(16, out_dim)")),
-        (S + "forward.shapes",), ("hidden", "h0", "12"), (S + "training",)),
+        (S + "forward.shapes",), ("hidden", "h0", "12"), (S + "training",), named='sine_wave.hidden-size-fixed'),
     "sine-linear-in-a-list": Bug(
         "sine_model", edits("sine_wave.py", ("self.linear = nn.Linear(hidden_dim, out_dim)", "self.parts = [nn.Linear(hidden_dim, out_dim)]"),
                             ("return self.linear(out), h", "return self.parts[0](out), h")),
@@ -98,7 +99,7 @@ SINE_BUGS = {
     "sine-own-zero-state-on-cpu": Bug(
         "sine_model", edits("sine_wave.py", ("from torch import nn", "import torch\nfrom torch import nn"),
                             ("out, h = self.rnn(x, h0)", "out, h = self.rnn(x, torch.zeros(1, x.shape[0], self.rnn.hidden_size))")),
-        (S + "forward.uses_h0", S + "forward.returns_h", S + "device.meta"), ("ignores h0",), (S + "training",)),
+        (S + "forward.uses_h0", S + "forward.returns_h", S + "device.meta"), ("ignores h0",), (S + "training",), named='sine_wave.ignores-h0'),
 }
 
 G = "gradient_flow."
@@ -106,25 +107,25 @@ JAC = "return torch.diag(1 - h_next ** 2) @ W_hh.T"
 GRADIENT_BUGS = {
     "jacobian-transposed": Bug(
         "state_jacobian", edits("gradient_flow.py", (JAC, "return W_hh @ torch.diag(1 - h_next ** 2)")),
-        (G + "jacobian.values", G + "jacobian.chain"), ("transpose",), (G + "jacobian.shape", G + "device.meta")),
+        (G + "jacobian.values", G + "jacobian.chain"), ("transpose",), (G + "jacobian.shape", G + "device.meta"), named='gradient_flow.jacobian-transposed'),
     "jacobian-W-not-transposed": Bug(
         "state_jacobian", edits("gradient_flow.py", (JAC, "return torch.diag(1 - h_next ** 2) @ W_hh")),
-        (G + "jacobian.values", G + "jacobian.chain"), ("not transposed",), (G + "jacobian.shape",)),
+        (G + "jacobian.values", G + "jacobian.chain"), ("not transposed",), (G + "jacobian.shape",), named='gradient_flow.W_hh-not-transposed'),
     "jacobian-no-tanh-derivative": Bug(
         "state_jacobian", edits("gradient_flow.py", (JAC, "return W_hh.T.clone()")),
-        (G + "jacobian.values", G + "jacobian.chain"), ("derivative is missing",), (G + "jacobian.shape",)),
+        (G + "jacobian.values", G + "jacobian.chain"), ("derivative is missing",), (G + "jacobian.shape",), named='gradient_flow.no-tanh-derivative'),
     "jacobian-tanh-applied-again": Bug(
         "state_jacobian", edits("gradient_flow.py", (JAC, "return torch.diag(1 - torch.tanh(h_next) ** 2) @ W_hh.T")),
-        (G + "jacobian.values", G + "jacobian.chain"), ("applied again",), (G + "jacobian.shape",)),
+        (G + "jacobian.values", G + "jacobian.chain"), ("applied again",), (G + "jacobian.shape",), named='gradient_flow.tanh-applied-again'),
     "jacobian-only-the-diagonal": Bug(
         "state_jacobian", edits("gradient_flow.py", (JAC, "return 1 - h_next ** 2")),
-        (G + "jacobian.shape", G + "jacobian.values", G + "jacobian.chain", G + "device.meta"), ("diagonal",)),
+        (G + "jacobian.shape", G + "jacobian.values", G + "jacobian.chain", G + "device.meta"), ("only the diagonal factor",)),
     "jacobian-float64": Bug(
         "state_jacobian", edits("gradient_flow.py", (JAC, "return (torch.diag(1 - h_next ** 2) @ W_hh.T).double()")),
-        (G + "jacobian.shape", G + "jacobian.values", G + "device.meta"), ("float32",)),
+        (G + "jacobian.shape", G + "jacobian.values", G + "device.meta"), ("dtype float64, expected float32",)),
     "jacobian-eye-on-cpu": Bug(
         "state_jacobian", edits("gradient_flow.py", (JAC, "return (torch.eye(h_next.shape[0]) * (1 - h_next ** 2)) @ W_hh.T")),
-        (G + "device.meta",), ("device", "meta"), (G + "jacobian.shape", G + "jacobian.values", G + "jacobian.chain")),
+        (G + "device.meta",), ("create tensors with device=device",), (G + "jacobian.shape", G + "jacobian.values", G + "jacobian.chain")),
     "jacobian-squares-in-place": Bug(
         "state_jacobian", edits("gradient_flow.py", (JAC, "return torch.diag(1 - h_next.pow_(2)) @ W_hh.T")),
         (G + "jacobian.values",), ("in place",), (G + "jacobian.shape",)),
