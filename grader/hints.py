@@ -67,10 +67,11 @@ WRONG_ADVICE = re.compile(r"retain_graph=True|set_detect_anomaly|anomaly detecti
                           r"fburl|Facebook employee|report a bug|file an issue", re.I)
 #: sentences that advise rather than describe (left out of a quote when a hint gives the advice)
 ADVICE = re.compile(r"^(Hint|Use|Specify|Please|Consider|If you|To fix|You (can|may|might|should)|Try|Convert)\b")
-#: error types raised by Python itself rather than by torch
 #: errors a check's own harness raises to say what it saw (grader.training.StateNotDetached)
 CHECK_ERRORS = frozenset({"StateNotDetached"})
-PYTHON_ERRORS = frozenset({"TypeError", "AttributeError", "NameError", "KeyError", "UnboundLocalError",
+#: error types raised by Python itself rather than by torch
+PYTHON_ERRORS = frozenset({"TypeError", "AttributeError", "NameError", "KeyError", "IndexError", "ValueError",
+                           "AssertionError", "UnboundLocalError",
                            "ZeroDivisionError", "RecursionError", "SyntaxError", "ImportError", "ModuleNotFoundError"})
 #: how probe parameters that are sizes are named in a message
 SIZE_NAMES = {"vocab_size": "vocab", "num_hiddens": "hidden", "batch_size": "batch", "num_steps": "steps",

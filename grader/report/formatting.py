@@ -11,6 +11,7 @@ import math
 import re
 from typing import Any, Optional
 
+from grader.hints import PYTHON_ERRORS
 from grader.prose import shorten
 from grader.results import ERROR, FAILED, INTEGRITY, NOT_IMPLEMENTED, PASSED, SKIPPED
 
@@ -165,9 +166,6 @@ _HINT_MARK = " (hint: "
 # where the runner says the error was raised: " at file.py, line 12, in rnn: <the line>"
 _LOCATION = re.compile(r" at [^ ]+\.py, line \d+(?:, in [\w<>.]+)?")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\[])")
-#: errors whose text Python wrote, not torch
-_PYTHON_ERRORS = frozenset({"TypeError", "AttributeError", "NameError", "KeyError", "IndexError", "ValueError",
-                            "UnboundLocalError", "ZeroDivisionError", "RecursionError", "AssertionError"})
 
 
 def without_torch_advice(text: str) -> str:
@@ -222,6 +220,6 @@ def hint_first(message: str) -> str:
         return message
     location = _last_location(error)
     text, where = (error[:location.start()], error[location.start() + len(" at "):]) if location else (error, "")
-    source = "Python" if match["type"] in _PYTHON_ERRORS else "torch"
+    source = "Python" if match["type"] in PYTHON_ERRORS else "torch"
     return (f"{match['who']} raised an error: {hint}. {source} said ({match['type']}): "
             f"{_first_sentence(text.strip())}" + (f" (at {where.strip()})" if where.strip() else ""))
