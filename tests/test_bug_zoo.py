@@ -66,6 +66,9 @@ def rnn(inputs, state, params):
 """), RNN_VALUES, ("tanh",), named='rnn.outputs-from-pre-activation'),
     "rnn-overwrites-state-in-place": Bug("rnn", mutate("rnn_scratch.py", "        H = torch.tanh(", "        H[:] = torch.tanh("),
                                          RNN_VALUES, ("state",), ("rnn_scratch.rnn.shapes",), named='rnn.state-overwritten-in-place'),
+    # the seed article's bug: the input multiplied by the recurrent weight
+    "rnn-x-times-W_hh": Bug("rnn", mutate("rnn_scratch.py", "torch.mm(X, W_xh)", "torch.mm(X, W_hh)"),
+                            ("rnn_scratch.rnn.shapes",) + RNN_VALUES, ("where W_xh belongs",), named="rnn.x-times-W_hh"),
     "rnn-buffer-ignores-device": Bug("rnn", rewrite("rnn", """
 def rnn(inputs, state, params):
     W_xh, W_hh, b_h, W_hq, b_q = params
@@ -167,6 +170,10 @@ def grad_clipping(net, theta):
 }
 
 PREDICT_BUGS = {
+    # the seed article's bug: each prediction computed, never appended
+    "predict-never-appended": Bug("predict", mutate("predict.py", "outputs.append(int(y.argmax(dim=1).reshape(1)))",
+                                                    "int(y.argmax(dim=1).reshape(1))"),
+                                  ("predict.length", "predict.text"), ("never appended",), named="predict.never-appended"),
     "predict-only-generated": Bug("predict", mutate("predict.py", "for i in outputs)", "for i in outputs[len(prefix):])"),
                                   ("predict.length", "predict.text"), ("prefix",), ("predict.state",), named='predict.only-generated'),
     "predict-off-by-one": Bug("predict", mutate("predict.py", "range(num_preds)", "range(num_preds - 1)"),
@@ -249,6 +256,11 @@ TRAIN_BUGS = {
                               ("train_epoch.optimizer",), ("zero_grad",), ("train_epoch.clipping", "train_epoch.perplexity"), named='train_epoch.no-zero-grad'),
     "train-updater-batch-size": Bug("train_epoch", mutate("train_epoch.py", "updater(batch_size=1)", "updater(batch_size=X.shape[0])"),
                                     ("train_epoch.perplexity",), ("batch_size",), ("train_epoch.clipping",), named='train_epoch.updater-batch-size'),
+    # the seed article's bug: & where * was meant in the loss sum
+    "train-bitwise-and-in-loss-sum": Bug("train_epoch", mutate("train_epoch.py", "total_loss += l.item() * y.numel()",
+                                                               "total_loss += l * 1 & y.numel()"),
+                                         ("train_epoch.reported",), ("uses & where a multiplication was meant",),
+                                         named="train_epoch.bitwise-and-in-loss-sum"),
     "train-perplexity-of-last-batch": Bug("train_epoch", mutate("train_epoch.py", "math.exp(total_loss / total_tokens)", "math.exp(l.item())"),
                                           ("train_epoch.reported",), ("perplexity",), ("train_epoch.perplexity",), named='train_epoch.perplexity-of-last-minibatch'),
     "train-mean-loss-not-exp": Bug("train_epoch", mutate("train_epoch.py", "math.exp(total_loss / total_tokens)", "total_loss / total_tokens"),

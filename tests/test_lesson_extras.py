@@ -64,6 +64,11 @@ CONCISE_BUGS = {
                                               "rnn_layer.hidden_size, num_layers=rnn_layer.num_layers, "
                                               "bidirectional=rnn_layer.bidirectional)")),
         (C + "forward.scratch", C + "layers", C + "train"), ("store that very layer",), (C + "begin_state",)),
+    # the seed article's bug: the output sequence handed back as the state
+    "concise-returns-output-sequence-as-state": Bug(
+        "rnn_model", edits("rnn_concise.py", ("return output, state", "return output, Y")),
+        (C + "forward.scratch", C + "layers"), ("output sequence",), (C + "begin_state",),
+        named="rnn_concise.output-sequence-as-state"),
     "concise-ignores-state": Bug(
         "rnn_model", edits("rnn_concise.py", ("Y, state = self.rnn(X, state)", "Y, state = self.rnn(X)")),
         (C + "forward.scratch", C + "layers"), ("zero state",), (C + "begin_state",), named='rnn_concise.ignores-state'),
