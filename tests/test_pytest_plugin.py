@@ -251,6 +251,7 @@ def test_a_real_grading_in_its_own_process(pytester, reference_copy, the_plan):
 
     cases = ET.parse(pytester.path / "junit.xml").getroot().iter("testcase")
     seen = {}
+    told = {}  # check id -> its failure's text
     for case in cases:
         check_id = f"{case.get('classname').rpartition('.')[2]}.{case.get('name')}"
         properties = {p.get("name"): p.get("value") for p in case.iter("property")}
@@ -258,7 +259,11 @@ def test_a_real_grading_in_its_own_process(pytester, reference_copy, the_plan):
         seen[check_id] = (failure is not None, properties)
         if failure is not None:  # the student-facing message, as CI pages show it
             assert failure.get("message").startswith("error (0/"), failure.get("message")
-            assert "broken on purpose" in failure.text
+            told[check_id] = failure.text
+    # the error is quoted once, by the first check; the others point at it
+    first = [c.id for c in broken][0]
+    assert "broken on purpose" in told[first]
+    assert all(told[c.id].endswith(f"same cause as {first} (grad_clipping raised RuntimeError)") for c in broken[1:]), told
     assert list(seen) == [c.id for c in every_check(the_plan)]
     for check in the_plan.unavailable:  # a device this machine lacks: skipped, worth nothing here
         assert seen[check.id][1]["status"] == "skipped" and float(seen[check.id][1]["max_points"]) == 0
