@@ -152,3 +152,15 @@ def test_the_diagnosis_reaches_the_record(status):
     told = diagnosis.diagnose(check(), {}, Verdict(status, "x"), [entry("k", lambda e: True)])
     record = engine._record(check(), told)
     assert asdict(record)["misconception"] == "k"  # results.json and the batch records carry it
+
+
+def test_explain_lists_the_mistakes_a_check_names():
+    from grader.report import catalog
+
+    pm = get_plugin_manager()
+    plan = catalog.planned(pm, RunConfig())
+    by_id = {c.id: c for c in plan.checks}
+    text = catalog.describe(by_id["rnn_scratch.rnn.forward"], plan)
+    assert "Mistakes it names when it fails:" in text
+    assert "rnn.relu-activation" in text and "the hidden state uses ReLU instead of tanh" in text
+    assert "clip." not in text  # only the entries that may explain this check
