@@ -194,6 +194,8 @@ def explain_error(who: str, error: Any, hints: Iterable[Hint] = (), hint: str = 
         return f"{who} raised {quote(raised.text)}{where}" + (f"; {meaning}" if meaning else "")
     if not meaning:
         return f"{who} raised {raised.kind}: {quote(raised.text)}{where}"
+    if raised.kind in CHECK_ERRORS:  # the check's own account of what went wrong, not an error's name
+        return f"{who} raised an error: {meaning}. The check saw that {quote(raised.text, advice=False)}{where}"
     return (f"{who} raised an error: {meaning}. {raised.source} said ({raised.kind}): "
             f"{quote(raised.text, advice=False)}{where}")
 

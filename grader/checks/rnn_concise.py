@@ -205,6 +205,9 @@ def reference_layer(name: str, spec: dict, case: dict) -> dict:
 def _layer_hint(error: str) -> str:
     """What an error raised by the recurrent layer inside forward usually means here, or ""."""
     sizes = hidden_size_mismatch(error)
+    if sizes and len(sizes[0]) == len(sizes[1]) == 3 and sizes[1][:2] == sizes[0][1::-1] and sizes[0][0] != sizes[0][1]:
+        return ("the state's first two axes are swapped: begin_state should return zeros of shape "
+                "(num_directions * num_layers, batch_size, num_hiddens)")
     if sizes and sizes[0][1:2] != sizes[1][1:2]:
         return ("the inputs arrive as (B, T) token indices and torch's recurrent layers are time-major: "
                 "one-hot encode inputs.T to get (T, B, V)")

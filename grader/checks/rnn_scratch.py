@@ -108,7 +108,12 @@ def judge_params_init(observed: Any, vocab_size: int, num_hiddens: int, device: 
         # the sample std of n normal draws is within 5 standard errors of 0.01 with certainty in practice
         slack = 5 * 0.01 / np.sqrt(2 * values.size)
         if not 0.01 - slack <= std <= 0.01 + slack:
-            hint = " (did you use torch.rand, which is uniform, or forget to scale by 0.01?)" if std > 0 else " (all entries are equal)"
+            if std == 0:
+                hint = " (all entries are equal)"
+            elif abs(mean) > 5 * std / np.sqrt(values.size):
+                hint = " (torch.rand is uniform on [0, 1); use torch.randn)"
+            else:
+                hint = " (draw every weight with torch.randn(...) * 0.01)"
             return Verdict.failed(f"{name} should be drawn from N(0, 0.01²), but its entries have standard deviation {std:.4g}{hint}", figures=figures)
         if abs(mean) > 5 * 0.01 / np.sqrt(values.size):
             return Verdict.failed(f"{name} should have mean 0, but its entries average {mean:.3g} (torch.rand is uniform on [0, 1); use torch.randn)", figures=figures)
@@ -272,7 +277,8 @@ def judge_rnn_values(observed: Any, seed, vocab_size, num_hiddens, num_steps, ba
 
 def _rnn_hint(step: int | None, nonzero_state: bool) -> str:
     if step == 0 and nonzero_state:
-        return "; already the first time step is off, so check that the recurrence starts from the state passed in"
+        return ("; already the first time step is off: check that the recurrence starts from the state passed in, "
+                "and H = tanh(X W_xh + H W_hh + b_h), O = H W_hq + b_q")
     if step == 0:
         return "; already the first time step is off: check H = tanh(X W_xh + H W_hh + b_h) and O = H W_hq + b_q"
     if step is not None:

@@ -84,9 +84,10 @@ def tell_each_cause_once(results: Sequence[CheckResult], entries: Sequence[Misco
         for result in group:
             if result is carrier:
                 continue
-            # its own observation stays in the details (a diagnosed result already keeps it there)
+            # its own observation stays in the details (a diagnosed result already keeps it there), unless it is
+            # word for word the carrier's
             replaced[result.check_id] = replace(
-                result, message=pointer,
+                result, message=pointer, details="" if result.details == carrier.details else result.details,
                 same_cause_as=carrier.check_id)
     return [replaced.get(r.check_id, r) for r in results]
 

@@ -205,7 +205,8 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
             exercises.append(ExerciseResult(ex.name, ex.title, sum(c.points for c in checks),
                                             sum(c.max_points for c in checks), checks, figures=_exercise_figures(checks)))
     notices = list(runner.notices) + notices
-    if any(c.id.endswith(".device.meta") and results[c.id].status != PASSED for c in the_plan.checks):
+    if any(c.id.endswith(".device.meta") and results[c.id].status != PASSED and not results[c.id].same_cause_as
+           and not results[c.id].misconception for c in the_plan.checks):  # a device problem, not a shared cause
         notices.append(META_NOTICE)
     notices += [f"integrity: {exercise} scored 0 because " + "; ".join(found[:5]) for exercise, found in flagged.items()]
     return GradingReport(

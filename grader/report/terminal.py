@@ -96,14 +96,10 @@ def _check_lines(
     if check.hidden:
         title += " [hidden]"
     lead = f"{_INDENT}{mark}  {score}  "
-    failing = check.status != PASSED
-    if not failing:
-        message = one_line(shown_message(check, titles), MESSAGE_LIMIT)
-        return [lead + (f"{title}: {message}" if message else title)] + _body_lines(check, verbose, paint)
-    # a failing check's whole diagnosis, wrapped, never cut: the fix is usually at its end; a recognised
+    # every message whole, wrapped, never cut (a failing check's fix is usually at its end); a recognised
     # mistake's fix gets a line of its own
     message = one_line(shown_message(check, titles), DIAGNOSIS_LIMIT)
-    mistake, fix = split_diagnosis(message)
+    mistake, fix = split_diagnosis(message) if check.status != PASSED else (message, "")
     paragraphs = [f"{title}: Likely mistake: {mistake}", f"Fix: {fix}"] if fix else [
         f"{title}: {message}" if message else title]
     pad = " " * len(f"{_INDENT}{status_label(check.status).ljust(_MARK_WIDTH)}  {score}  ")

@@ -12,6 +12,7 @@ state carried, that is not the argmax but is made of tokens the model finds like
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from typing import Callable, Optional
 
@@ -118,6 +119,23 @@ def _prefix_fed(evidence: Evidence) -> list[bool]:
     return found
 
 
+def _starts_at_last_character(evidence: Evidence) -> bool:
+    """Per case with a longer prefix, the model's first input was the prefix's last character (nothing before it)."""
+    index = {t: i for i, t in enumerate(evidence.params["model"]["tokens"])}
+    firsts = [(_fed(run)[:1], [index.get(prefix[-1], 0)])
+              for (prefix, num_preds), run in zip(evidence.params["cases"], evidence.observed) if len(prefix) > 1 and num_preds]
+    return bool(firsts) and all(first == want for first, want in firsts)
+
+
+#: torch's words when what should be one token id holds a row of vocabulary scores
+NOT_ONE_TOKEN = re.compile(r"shape '\[1\]' is invalid for input of size \d+|only one element tensors can be converted "
+                           r"to Python scalars|a Tensor with \d+ elements cannot be converted to Scalar")
+
+
+def _not_one_token(evidence: Evidence) -> bool:
+    return bool(NOT_ONE_TOKEN.search(evidence.message))  # an error, or the device check quoting one
+
+
 def _both(*tests: Callable[[Evidence], bool]) -> Callable[[Evidence], bool]:
     return lambda evidence: all(test(evidence) for test in tests)
 
@@ -172,6 +190,13 @@ GREEDY_FIX = "outputs.append(int(y.argmax(dim=1).reshape(1))) after each call, t
 def grader_misconceptions(config):
     return [
         Misconception(
+            "predict.argmax-wrong-dim", (TEXT, "predict.*"),
+            "the next token is read from the model's output over the wrong dimension, so it is a row of "
+            "vocabulary scores rather than one token id",
+            "For one input character the model returns y of shape (1, vocab_size): one row, one score per token; "
+            "the prediction is the index of the largest score in that row.",
+            "outputs.append(int(y.argmax(dim=1).reshape(1)))", _not_one_token),
+        Misconception(
             "predict.never-appended", (LENGTH, TEXT, STATE),
             "each prediction is computed but never appended to outputs, so the returned text is just the prefix",
             "Greedy prediction appends every argmax to outputs: that makes it part of the returned text and the "
@@ -202,7 +227,7 @@ def grader_misconceptions(config):
             "The warm-up feeds every prefix character in turn so that the state holds what the prefix says; without "
             "it the predictions ignore all but the last character.",
             "for y in prefix[1:]: _, state = net(get_input(), state); outputs.append(vocab[y]), before predicting",
-            _both(_returns_as("skips-prefix"), lambda e: not all(_prefix_fed(e)))),
+            _both(_returns_as("skips-prefix"), _starts_at_last_character)),
         Misconception(
             "predict.fresh-state-after-warm-up", (STATE, TEXT),
             "the state the warm-up built is thrown away: predictions start from a fresh state, as if the prefix had "

@@ -259,6 +259,20 @@ def _unit_normal_weights(evidence: Evidence) -> bool:
                for w in weights)
 
 
+def _glorot_weights(evidence: Evidence) -> bool:
+    """Every weight matrix has mean 0 and the standard deviation sqrt(2 / (fan_in + fan_out)) of Xavier/Glorot init."""
+    weights = _weight_values(evidence)
+    if weights is None:
+        return False
+    for w in weights:
+        want = np.sqrt(2.0 / sum(w.shape))
+        if abs(want - 0.01) < 0.2 * want:  # these sizes cannot tell Xavier from the book's 0.01
+            return False
+        if abs(float(w.std()) - want) > 5 * want / np.sqrt(2 * w.size) or abs(float(w.mean())) > 5 * want / np.sqrt(w.size):
+            return False
+    return True
+
+
 # ----------------------------------------------------------------- init_rnn_state
 
 
@@ -390,6 +404,12 @@ def params_entries() -> list[Misconception]:
             "torch.randn has standard deviation 1; weights that large saturate tanh from the first step, so "
             "training starts slowly or unstably. The book scales them down to a standard deviation of 0.01.",
             "torch.randn(size=shape, device=device) * 0.01", _unit_normal_weights),
+        Misconception(
+            "params.xavier-init", ("rnn_scratch.params.init",),
+            "the weights use Xavier (Glorot) initialisation instead of N(0, 0.01²)",
+            "Xavier init is a sound choice in general, but this exercise asks for the book's scheme, a normal "
+            "distribution with standard deviation 0.01 for every weight matrix, whatever its size.",
+            "torch.randn(size=shape, device=device) * 0.01", _glorot_weights),
     ]
 
 
