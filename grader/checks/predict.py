@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import functools
 import json
+import re
 from functools import lru_cache
 from typing import Any, Optional
 
@@ -123,6 +124,11 @@ def reference_texts(model: dict, cases: list) -> list[str]:
     return _reference_texts(json.dumps(model), json.dumps(cases))
 
 
+def _shown(text: str) -> str:
+    """``text`` quoted, runs of spaces shown as ␣ (a terminal or a wrapped line would make them look like one)."""
+    return re.sub(r" {2,}", lambda run: "␣" * len(run.group()), repr(text))
+
+
 def judge_text(observed: Any, model: dict, cases: list) -> Verdict:
     texts = reference_texts(model, cases)
     for (prefix, num_preds), want, got in zip(cases, texts, observed):
@@ -136,11 +142,11 @@ def judge_text(observed: Any, model: dict, cases: list) -> Verdict:
         at = next((i for i, (a, b) in enumerate(zip(have, wanted)) if a != b), min(len(have), len(wanted)))
         where = f"after {''.join(have[:at])!r}" if at else "at the very start"
         return Verdict.failed(
-            f"for prefix {prefix!r} and {num_preds} predictions, expected {want!r} but got {text!r} "
+            f"for prefix {prefix!r} and {num_preds} predictions, expected {_shown(want)} but got {_shown(text)} "
             f"(first difference {where}); each new character is the argmax of the model's output "
             "for the previous character, with the state carried along",
             figures={"expected": want, "got": text})
-    shown = "; ".join(f"{p!r} → {t!r}" for (p, _), t in zip(cases, texts) if len(t) > len(p))
+    shown = "; ".join(f"{p!r} → {_shown(t)}" for (p, _), t in zip(cases, texts) if len(t) > len(p))
     return Verdict.passed(f"generated the reference's text for {len(cases)} prefixes", details=shown)
 
 
@@ -150,14 +156,14 @@ def judge_length(observed: Any, model: dict, cases: list) -> Verdict:
         if text is None:
             return Verdict.failed(f"predict should return a string, but returned a {got['kind']}")
         if not text.startswith(prefix):
-            return Verdict.failed(f"the returned text should start with the prefix {prefix!r}, but it is {text!r}")
+            return Verdict.failed(f"the returned text should start with the prefix {prefix!r}, but it is {_shown(text)}")
         # count tokens, not characters: a generated "<unk>" is one prediction
         generated = split_tokens(text[len(prefix):], model["tokens"])
         if len(generated) != num_preds:
             unk = " (each <unk> is one token)" if any(len(t) > 1 for t in generated) else ""
             return Verdict.failed(
                 f"for prefix {prefix!r} (length {len(prefix)}) and num_preds={num_preds} the result should be the "
-                f"prefix followed by {num_preds} predicted tokens, but {len(generated)} follow it{unk}: {text!r}")
+                f"prefix followed by {num_preds} predicted tokens, but {len(generated)} follow it{unk}: {_shown(text)}")
     return Verdict.passed("the prefix followed by exactly num_preds predicted tokens, also for num_preds = 0")
 
 
@@ -194,8 +200,8 @@ def judge_state(observed: Any, model: dict, cases: list) -> Verdict:
             then = ("then each token it predicted, in turn (the last one need not be fed)" if generated is not None
                     else "then each token it predicted, in turn")
             return Verdict.failed(
-                f"for prefix {prefix!r} the model was fed {_decode(fed, tokens)!r}, but it should be fed "
-                f"{should!r}: the prefix one character at a time, {then}")
+                f"for prefix {prefix!r} the model was fed {_shown(_decode(fed, tokens))}, but it should be fed "
+                f"{_shown(should)}: the prefix one character at a time, {then}")
     return Verdict.passed("warms up on the whole prefix and carries the state through every call")
 
 
