@@ -18,6 +18,9 @@ from grader.wire import TensorData
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
 
+#: names of compared values that take a plural verb ("outputs differ")
+PLURALS = frozenset({"outputs", "gradients", "predictions", "the outputs", "the gradients"})
+
 def recurrence_tolerance(steps: int, base: float = 64 * FLOAT32_EPS) -> float:
     """Relative tolerance for values computed through ``steps`` recurrent steps."""
     return base * max(1, steps)
@@ -122,7 +125,7 @@ def check_allclose(
     where = describe_index(index_of(worst) if index_of else worst, axes)
     count = int(np.sum(err > allowed))
     return (
-        f"{name} differs from the expected values in {count} of {err.size} entries; "
+        f"{name} {'differ' if name in PLURALS else 'differs'} from the expected values in {count} of {err.size} entries; "
         f"largest error {float(err[worst]):.3g} at {where} "
         f"(expected {float(want[worst]):.6g}, got {float(got[worst]):.6g}; tolerance {float(allowed[worst]):.2g})"
     )
