@@ -53,6 +53,17 @@ GENERAL_HINTS = (
     Hint(r"Expected hidden size \(",
          "the state given to the recurrent layer is not of the shape it expects, (num_directions * num_layers, batch, "
          "hidden): pass on the state the layer returned (not its output sequence), and start from zeros of that shape"),
+    Hint(r"input\.size\(-1\) must be equal to input_size",
+         "the recurrent layer was built for inputs of another size: the first argument of nn.RNN(input_size, "
+         "hidden_size, ...) is the number of features of each time step of its input (input_dim for the sine model, "
+         "vocab_size for one-hot characters), not the hidden size"),
+    Hint(r"Expected input batch_size \(\d+\) to match target batch_size \(\d+\)",
+         "the loss expects one row of scores per token, outputs of shape (num_steps * batch_size, vocab_size) for "
+         "num_steps * batch_size labels: reshape the recurrent layer's (T, B, H) output to (T * B, H) before the "
+         "linear layer"),
+    Hint(r"math range error",
+         "math.exp overflowed: the perplexity is exp of the MEAN loss per token, math.exp(total_loss / total_tokens) "
+         "with the division inside exp; exp of the summed loss is far too large for a float"),
     Hint(r"expected scalar type|must have the same dtype|expected m1 and m2 to have the same dtype|"
          r"input dtype \(torch\.\w+\) does not match weight dtype",
          "two tensors of different dtypes met in one operation: one-hot vectors are int64, convert them with "
@@ -71,7 +82,7 @@ ADVICE = re.compile(r"^(Hint|Use|Specify|Please|Consider|If you|To fix|You (can|
 CHECK_ERRORS = frozenset({"StateNotDetached"})
 #: error types raised by Python itself rather than by torch
 PYTHON_ERRORS = frozenset({"TypeError", "AttributeError", "NameError", "KeyError", "IndexError", "ValueError",
-                           "AssertionError", "UnboundLocalError",
+                           "AssertionError", "UnboundLocalError", "OverflowError",
                            "ZeroDivisionError", "RecursionError", "SyntaxError", "ImportError", "ModuleNotFoundError"})
 #: how probe parameters that are sizes are named in a message
 SIZE_NAMES = {"vocab_size": "vocab", "num_hiddens": "hidden", "batch_size": "batch", "num_steps": "steps",
@@ -115,7 +126,8 @@ class RaisedError:
         """Who wrote the message: "Python", "torch" or "the check"."""
         if self.kind in CHECK_ERRORS:
             return "the check"
-        torchish = re.search(r"[Tt]ensor|torch|CUDA|device", self.text) and "object has no attribute" not in self.text
+        torchish = (re.search(r"[Tt]ensor|torch|CUDA|device|batch_size \(|input\.size", self.text)
+                    and "object has no attribute" not in self.text)
         return "Python" if self.kind in PYTHON_ERRORS and not torchish else "torch"
 
 

@@ -135,6 +135,24 @@ def test_an_nn_module_without_params_gets_net_parameters(tmp_path):
     assert "net.parameters()" in message and "Python said (AttributeError)" in message
 
 
+@pytest.mark.parametrize("code, words", [
+    # nn.RNN built with the hidden size where the input size belongs
+    ("import torch\nfrom torch import nn\nrnn = nn.RNN(12, 12, batch_first=True)\nrnn(torch.zeros(3, 7, 2))\n",
+     ("first argument of nn.RNN(input_size", "input_dim")),
+    # a (T, B, V) output given to the loss without reshaping it to (T * B, V)
+    ("import torch\nfrom torch import nn\nnn.CrossEntropyLoss()(torch.zeros(16, 16, 28), torch.zeros(256).long())\n",
+     ("(num_steps * batch_size, vocab_size)", "(T * B, H) before the linear layer")),
+    # the perplexity of the summed loss, math.exp(total_loss) / total_tokens
+    ("import math\ntotal_loss, total_tokens = 5000.0, 1536\nmath.exp(total_loss) / total_tokens\n",
+     ("MEAN loss per token", "math.exp(total_loss / total_tokens)")),
+])
+def test_a_raw_error_of_a_common_mistake_says_the_fix_in_plain_words(tmp_path, code, words):
+    message = explain_error("train_epoch", real_error(code, tmp_path))
+    said = message.index(" said (")
+    assert all(0 < message.index(w) < said for w in words), message  # the plain words come before the quote
+    assert "Python said (OverflowError)" in message or "OverflowError" not in message
+
+
 def test_a_matrix_shape_error_names_both_matrices_with_the_probes_sizes():
     error = ("RuntimeError: mat1 and mat2 shapes cannot be multiplied (48x48 and 4x48) at rnn_scratch.py, line 9, "
              "in rnn: H = torch.tanh(X @ W_xh + W_hh @ H + b_h)")

@@ -57,6 +57,8 @@ def grad_clipping(net, theta):
     "modules-only": (CLIP_BUGS["clip-modules-only"].files, "grad_clipping.scratch", "clip.modules-only"),
     "params-only": (mutate("grad_clipping.py", "params = [p for p in net.parameters() if p.requires_grad]",
                            "params = net.params"), "grad_clipping.above", "clip.params-only"),
+    "norm-of-values": (mutate("grad_clipping.py", NORM, "torch.sqrt(sum(torch.sum(p.data ** 2) for p in params))"),
+                       "grad_clipping.above", "clip.norm-of-values"),
 }
 
 APPEND = "outputs.append(int(y.argmax(dim=1).reshape(1)))"
@@ -84,6 +86,12 @@ PREDICT_MISTAKES = {
     "samples-with-temperature": (mutate("predict.py", "int(y.argmax(dim=1).reshape(1))",
                                         "int(torch.multinomial(torch.softmax(y / 0.8, dim=1), 1))"),
                                  "predict.text", "predict.samples"),
+    "prefix-not-sliced": (mutate("predict.py", "for y in prefix[1:]:", "for y in prefix:"), "predict.state",
+                          "predict.prefix-not-sliced"),
+    "feeds-last-prefix-character": (edits("predict.py", ("y, state = net(get_input(), state)",
+                                                         "y, state = net(torch.tensor([[vocab[prefix[-1]]]], "
+                                                         "device=device), state)")),
+                                    "predict.state", "predict.feeds-last-prefix-character"),
 }
 
 MISTAKES = {**{f"clip-{n}": m for n, m in CLIP_MISTAKES.items()}, **{f"predict-{n}": m for n, m in PREDICT_MISTAKES.items()}}
@@ -219,7 +227,7 @@ def test_the_feed_message_shows_generated_tokens_whole():
     observed = [{"text": "ab<unk><unk>a", "kind": "str", "calls": calls, "begin_states": 1}]
     assert judge_length(observed, model, [["ab", 3]]).status == "passed"  # three predictions, two of them <unk>
     message = judge_state(observed, model, [["ab", 3]]).message
-    assert "'ab  '" in message and "'ab<unk><unk>'" in message and "<unk>unk" not in message, message
+    assert "'ab␣␣'" in message and "'ab<unk><unk>'" in message and "<unk>unk" not in message, message
     assert "the prefix one character at a time, then each token it predicted" in message
 
 

@@ -73,6 +73,10 @@ MISTAKES = {
     "output-before-update": rnn_mistake(mutate(F, f"        {STEP}\n        {OUT}\n", f"        {OUT}\n        {STEP}\n"),
                                         "output-before-update"),
     "forgets-b_q": rnn_mistake(mutate(F, OUT, "outputs.append(torch.mm(H, W_hq))"), "no-output-bias"),
+    "softmax-outputs": rnn_mistake(mutate(F, OUT, "outputs.append(torch.softmax(torch.mm(H, W_hq) + b_q, dim=1))"),
+                                   "softmax-outputs"),
+    "bias-outside-tanh": rnn_mistake(mutate(F, STEP, "H = torch.tanh(torch.mm(X, W_xh) + torch.mm(H, W_hh)) + b_h"),
+                                     "bias-outside-tanh"),
     "reads-state-in-the-step": rnn_mistake(mutate(F, "torch.mm(H, W_hh)", "torch.mm(state[0], W_hh)"), "state-not-carried"),
     "unpacks-state-in-the-loop": rnn_mistake(
         mutate(F, "    H, = state\n    outputs = []\n    for X in inputs:\n", "    outputs = []\n    for X in inputs:\n        H, = state\n"),
@@ -201,7 +205,8 @@ RECURRENCE_MISTAKES = {"relu": "rnn.relu-activation", "sigmoid": "rnn.sigmoid-ac
                        "pre-tanh": "rnn.outputs-from-pre-activation", "W_hh-transposed": "rnn.W_hh-transposed",
                        "output-before-update": "rnn.output-before-update", "no-b_q": "rnn.no-output-bias",
                        "state-reread": "rnn.state-not-carried", "zero-start": "rnn.starts-from-zeros",
-                       "returns-initial-state": "rnn.returns-initial-state"}
+                       "returns-initial-state": "rnn.returns-initial-state",
+                       "softmax-outputs": "rnn.softmax-outputs", "bias-outside-tanh": "rnn.bias-outside-tanh"}
 
 
 def rnn_run(params: dict, mistake: str = "", state_untouched: bool = True) -> dict:

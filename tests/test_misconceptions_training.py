@@ -52,6 +52,9 @@ TRAIN_MISTAKES = {
     "perplexity-of-last-batch": (TRAIN_BUGS["train-perplexity-of-last-batch"].files, "reported",
                                  "perplexity-of-last-minibatch"),
     "mean-loss-not-exp": (TRAIN_BUGS["train-mean-loss-not-exp"].files, "reported", "mean-loss-not-exponentiated"),
+    "loss-sum-not-weighted": (mutate(T, LOSS_SUM, "total_loss += l.item()"), "reported", "loss-sum-not-weighted"),
+    "counts-sequences": (mutate(T, "total_tokens += y.numel()", "total_tokens += X.shape[0]"), "reported",
+                         "sequences-counted-as-tokens"),
     "returns-seconds": (TRAIN_BUGS["train-returns-seconds"].files, "reported", "seconds-not-speed"),
     "returns-tokens": (mutate(T, "total_tokens / elapsed", "total_tokens"), "reported", "tokens-not-speed"),
     "clips-after-update": (TRAIN_BUGS["train-clips-after-update"].files, "clipping", "unclipped-update"),
@@ -109,6 +112,10 @@ GRADIENT_MISTAKES = {
     "derivative-on-columns": (edits("gradient_flow.py", (JAC, "return (1 - h_next ** 2) * W_hh.T")), "jacobian.values",
                               "derivative-on-columns"),
     "tanh-applied-again": (GRADIENT_BUGS["jacobian-tanh-applied-again"].files, "jacobian.values", "tanh-applied-again"),
+    "sigmoid-derivative": (edits("gradient_flow.py", (JAC, "return torch.diag(h_next * (1 - h_next)) @ W_hh.T")),
+                           "jacobian.values", "sigmoid-derivative"),
+    "elementwise-product": (edits("gradient_flow.py", (JAC, "return torch.diag(1 - h_next ** 2) * W_hh.T")),
+                            "jacobian.values", "elementwise-product"),
 }
 
 MISTAKES = {

@@ -10,6 +10,7 @@ from torch import nn
 
 from grader import hookimpl
 from grader.definitions import Check, Probe
+from grader.hints import Hint
 from grader.results import PASSED, Verdict
 from grader.secret import secret_params
 from grader.wire import TensorData
@@ -23,6 +24,11 @@ CASES = {
     "joint": ("module", 0.5, 1.6, True),
 }
 SHAPES = [(6, 4), (4,), (4, 3), (3,)]
+#: torch.cat of the gradients themselves: a weight's is 2-D and a bias's 1-D, so they cannot be joined unflattened
+HINTS = (Hint(r"Tensors must have same number of dimensions|expects each tensor to be equal size",
+              "the gradients have different shapes (a weight's is 2-D, a bias's 1-D), so torch.cat or torch.stack "
+              "cannot join them as they are: flatten each one first, torch.cat([p.grad.reshape(-1) for p in params]), "
+              "or add up the squares tensor by tensor, torch.sqrt(sum(torch.sum(p.grad ** 2) for p in params))"),)
 
 
 def make_grads(case: str, seed: int) -> tuple[list, float]:
@@ -37,6 +43,12 @@ def make_grads(case: str, seed: int) -> tuple[list, float]:
         joint = torch.sqrt(sum((gr ** 2).sum() for gr in grads))
         grads = [gr * (multiple * theta / joint) for gr in grads]
     return grads, theta
+
+
+def make_values(value_seed: int) -> list:
+    """The parameters' values (not their gradients), in the layout of :data:`SHAPES`."""
+    g = torch.Generator().manual_seed(value_seed)
+    return [torch.randn(*shape, generator=g) for shape in SHAPES]
 
 
 class ScratchModel:
@@ -55,8 +67,7 @@ def probe_clip(ctx, case: str, seed: int, value_seed: int, companion: Optional[d
     if companion is not None:
         return dict(probe_clip(ctx, case, seed, value_seed), companion=probe_clip(ctx, **companion))
     grads, theta = make_grads(case, seed)
-    g = torch.Generator().manual_seed(value_seed)
-    values = [torch.randn(*shape, generator=g) for shape in SHAPES]
+    values = make_values(value_seed)
     kind = CASES[case][0]
     if kind == "module":
         net = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3))
@@ -183,7 +194,7 @@ def grader_checks(config):
         if name == "below":
             params["companion"] = dict(case="above", seed=sorted(CASES).index("above") + 3, value_seed=99)
         params = secret_params(params, config.secret)
-        return Check(EXERCISE, name, title, points, Probe("grad_clipping", probe_clip, params), judge_clip)
+        return Check(EXERCISE, name, title, points, Probe("grad_clipping", probe_clip, params, hints=HINTS), judge_clip)
 
     return [
         clip("above", "gradients above θ are rescaled to norm θ, direction kept (nn.Module)", 3),

@@ -5,7 +5,8 @@ seed) and sees what they became. When every gradient was multiplied by one facto
 ``θ / norm`` means the student's norm was ``θ / s``: :func:`norm_used` works that number back and
 names which norm it is (the sum of absolute values, the sum of squares, one parameter's norm...).
 The other entries match a mistake's exact result: each parameter clipped on its own, values clamped
-to [-θ, θ], only the first few gradients rescaled, rescaling by norm / θ, or rescaling below θ.
+to [-θ, θ], only the first few gradients rescaled, rescaling by norm / θ, rescaling below θ, or
+clipping by the norm of the parameters' values (:func:`grader.checks.grad_clipping.make_values`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from grader import hookimpl
-from grader.checks.grad_clipping import make_grads
+from grader.checks.grad_clipping import make_grads, make_values
 from grader.definitions import Evidence, Misconception
 from grader.wire import TensorData
 
@@ -142,6 +143,15 @@ def _per_parameter(evidence: Evidence) -> bool:
     return _matches(given, got, mistaken, theta)
 
 
+def _norm_of_values(evidence: Evidence) -> bool:
+    """Clipped by θ over the joint norm of the parameters' values (p.data or p itself), not of their gradients."""
+    given, got, theta = _run(evidence)
+    if got is None:
+        return False
+    weights = [v.numpy().astype(np.float64) for v in make_values(evidence.params["value_seed"])]
+    return _matches(given, got, _clipped_by(given, NORMS["l2"](weights), theta), theta)
+
+
 def _clamped(evidence: Evidence) -> bool:
     given, got, theta = _run(evidence)
     if got is None:
@@ -247,6 +257,12 @@ def grader_misconceptions(config):
             "above θ (each part can be below θ while all together are not).",
             "compute one norm over all parameters' gradients together, then scale every gradient by θ / norm",
             _per_parameter),
+        Misconception(
+            "clip.norm-of-values", NUMERIC,
+            "the norm is computed from the parameters' values (p.data or p) instead of their gradients (p.grad)",
+            "Clipping limits the size of the update step, so the norm compared with θ is the joint norm of the "
+            "gradients; the weights' own size says nothing about how large this step is.",
+            f"{FIX}.", _norm_of_values),
         Misconception(
             "clip.by-value", NUMERIC,
             "the gradient values were clamped to [-θ, θ] one by one (torch.clamp or clip_grad_value_)",

@@ -38,6 +38,10 @@ def _mistaken(mistake: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tens
             return W @ torch.diag(d)
         if mistake == "derivative-on-columns":
             return d * W.T  # broadcasting scales column i by 1 - h_next[i]
+        if mistake == "sigmoid-derivative":
+            return torch.diag(h_next * (1 - h_next)) @ W.T
+        if mistake == "elementwise-product":
+            return torch.diag(d) * W.T  # * keeps only the diagonal of W_hh.T
         if mistake == "tanh-again":
             return torch.diag(1 - torch.tanh(h_next) ** 2) @ W.T
         return torch.diag(d) @ W.T
@@ -118,6 +122,12 @@ def grader_misconceptions(config):
                "Broadcasting a vector against a matrix scales its columns; the factor 1 - h_next[j]² belongs to "
                "row j (output j), which is what torch.diag(1 - h_next ** 2) @ W_hh.T does.", "derivative-on-columns",
                fix="return torch.diag(1 - h_next ** 2) @ W_hh.T, or (1 - h_next ** 2)[:, None] * W_hh.T"),
+        _entry("sigmoid-derivative", "the derivative is the sigmoid's, h_next * (1 - h_next), instead of tanh's 1 - h_next²",
+               "The state is h_next = tanh(a), and tanh'(a) = 1 - tanh(a)² = 1 - h_next²; σ(a)(1 - σ(a)) is the "
+               "derivative of the sigmoid, which this RNN does not use.", "sigmoid-derivative"),
+        _entry("elementwise-product", "torch.diag(1 - h_next²) and W_hh.T are multiplied elementwise (*), not as matrices (@)",
+               "* multiplies entry by entry, and every entry of the diagonal matrix off its diagonal is 0, so only "
+               "the diagonal of W_hh.T survives; the Jacobian needs the matrix product.", "elementwise-product"),
         _entry("tanh-applied-again", "tanh is applied again: the derivative is taken as 1 - tanh(h_next)²",
                "h_next is already tanh(a), so tanh'(a) = 1 - h_next²; tanh(h_next) is a different number.",
                "tanh-again"),

@@ -36,7 +36,7 @@ def _mistaken_predict(prefix: str, num_preds: int, net, vocab, mistake: str) -> 
         outputs = [vocab[ch] for ch in prefix]
     else:
         outputs = [vocab[prefix[0]]]
-        for ch in prefix[1:]:
+        for ch in (prefix if mistake == "prefix-not-sliced" else prefix[1:]):
             y, new_state = step(outputs[-1], state)
             if mistake != "reset-all":
                 state = new_state
@@ -48,7 +48,7 @@ def _mistaken_predict(prefix: str, num_preds: int, net, vocab, mistake: str) -> 
     for _ in range(count):
         if mistake == "reset-each-step":
             state = net.begin_state(batch_size=1, device=torch.device("cpu"))
-        y, new_state = step(outputs[-1], state)
+        y, new_state = step(vocab[prefix[-1]] if mistake == "feeds-last-prefix" else outputs[-1], state)
         if mistake != "reset-all":
             state = new_state
         token = int((y.argmin if mistake == "argmin" else y.argmax)(dim=1).reshape(1))
@@ -117,6 +117,19 @@ def _prefix_fed(evidence: Evidence) -> list[bool]:
             want = [index.get(ch, 0) for ch in prefix[:-1]]
             found.append(_fed(run)[:len(want)] == want)
     return found
+
+
+def _fed_first(feed: Callable[[list, int], list]) -> Callable[[Evidence], bool]:
+    """Per case with a longer prefix and predictions, the model's inputs began with ``feed(prefix ids, num_preds)``."""
+    def recognise(evidence: Evidence) -> bool:
+        index = {t: i for i, t in enumerate(evidence.params["model"]["tokens"])}
+        seen = []
+        for (prefix, num_preds), run in zip(evidence.params["cases"], evidence.observed):
+            if len(prefix) > 1 and num_preds >= 2:
+                want = feed([index.get(ch, 0) for ch in prefix], num_preds)
+                seen.append(_fed(run)[:len(want)] == want)
+        return bool(seen) and all(seen)
+    return recognise
 
 
 def _starts_at_last_character(evidence: Evidence) -> bool:
@@ -220,6 +233,21 @@ def grader_misconceptions(config):
             "in, the predictions during the prefix are thrown away.",
             "in the loop over prefix[1:]: _, state = net(get_input(), state); outputs.append(vocab[y])",
             _returns_as("warm-up-outputs")),
+        Misconception(
+            "predict.prefix-not-sliced", (STATE, LENGTH, TEXT),
+            "the warm-up loops over the whole prefix instead of prefix[1:], so prefix[0] is appended and fed twice",
+            "outputs already starts with prefix[0]; looping over all of prefix appends it a second time, so the text "
+            "starts with it doubled and the model is fed prefix[0] twice before the rest.",
+            "for y in prefix[1:]: _, state = net(get_input(), state); outputs.append(vocab[y])",
+            _both(_returns_as("prefix-not-sliced"), _fed_first(lambda ids, n: ids[:1] + ids))),
+        Misconception(
+            "predict.feeds-last-prefix-character", (STATE, TEXT),
+            "every prediction step feeds the prefix's last character again instead of the token just predicted",
+            "Greedy prediction feeds each prediction back in as the next input, so the model continues its own "
+            "text; fed the prefix's last character at every step, it never sees what it predicted.",
+            "feed outputs[-1], the latest token, at each step: y, state = net(get_input(), state), then "
+            "outputs.append(int(y.argmax(dim=1).reshape(1)))",
+            _both(_returns_as("feeds-last-prefix"), _fed_first(lambda ids, n: ids[:-1] + ids[-1:] * n))),
         Misconception(
             "predict.skips-prefix", (STATE, TEXT),
             "the model is never fed the prefix: prediction starts from a fresh state with only the prefix's last "

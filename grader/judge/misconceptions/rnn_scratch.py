@@ -49,6 +49,8 @@ def _step(X, H, W_xh, W_hh, b_h, mistake: str):
         return torch.tanh(X @ W_xh + H @ W_hh.T + b_h)
     if mistake == "sigmoid":
         return torch.sigmoid(X @ W_xh + H @ W_hh + b_h)
+    if mistake == "bias-outside-tanh":
+        return torch.tanh(X @ W_xh + H @ W_hh) + b_h
     return torch.tanh(X @ W_xh + H @ W_hh + b_h)
 
 
@@ -68,6 +70,8 @@ def _mistaken_rnn(case: dict, mistake: str) -> tuple[np.ndarray, np.ndarray]:
             out = H @ W_hq
         elif mistake == "pre-tanh":
             out = (X @ W_xh + before @ W_hh + b_h) @ W_hq + b_q
+        elif mistake == "softmax-outputs":
+            out = torch.softmax(H @ W_hq + b_q, dim=1)
         else:
             out = H @ W_hq + b_q
         outputs.append(out)
@@ -318,6 +322,14 @@ def rnn_entries() -> list[Misconception]:
         _rnn("no-activation", "the new hidden state is never passed through tanh",
              "Without the nonlinearity the recurrence is linear: H grows or shrinks geometrically and the outputs differ from the first step.",
              STEP, _outputs_match("no-tanh")),
+        _rnn("bias-outside-tanh", "the hidden bias b_h is added after tanh instead of inside it",
+             "b_h belongs to the sum that tanh squashes; added outside, it shifts every new H out of (-1, 1), and "
+             "that shifted H is carried into the next step.",
+             STEP, _outputs_match("bias-outside-tanh")),
+        _rnn("softmax-outputs", "the outputs are passed through softmax, so rnn returns probabilities instead of logits",
+             "rnn must return raw scores, O = H W_hq + b_q: the loss, nn.CrossEntropyLoss, applies log-softmax itself, "
+             "and a softmax before it squashes every row into probabilities that sum to 1 and slows learning.",
+             "outputs.append(H @ W_hq + b_q), with no softmax", _outputs_match("softmax-outputs")),
         _rnn("outputs-from-pre-activation", "the outputs are computed from the value before tanh, not from the new H",
              "The output layer reads the hidden state, O = H W_hq + b_q with H = tanh(...); the sum inside tanh is only "
              "a step on the way to H.",

@@ -171,9 +171,9 @@ def _epoch_losses(rp, k: int) -> list:
     return [e for e in rp.losses if e is not None and e["epoch"] == k]
 
 
-def _returned_perplexity(formula: Callable[[list], float]) -> Callable[[Evidence], bool]:
-    """The reported check: every epoch's returned perplexity is ``formula`` of the epoch's (recomputed) losses,
-    which differs from exp(total loss / tokens) in at least one epoch."""
+def _returned_perplexity(formula: Callable[[list, dict], float]) -> Callable[[Evidence], bool]:
+    """The reported check: every epoch's returned perplexity is ``formula`` of the epoch's (recomputed) losses and
+    the run's setup, which differs from exp(total loss / tokens) in at least one epoch."""
     def recognise(evidence: Evidence) -> bool:
         rp = _replayed(evidence)
         epochs = evidence.observed["epochs"]
@@ -187,7 +187,7 @@ def _returned_perplexity(formula: Callable[[list], float]) -> Callable[[Evidence
                 return False
             tokens = sum(e["tokens"] for e in entries)
             correct = math.exp(sum(e["value"] * e["tokens"] for e in entries) / tokens)
-            mistaken = formula(entries)
+            mistaken = formula(entries, evidence.params["setup"])
             if not abs(ppl - mistaken) <= RETURNED_RTOL * max(abs(mistaken), 1.0):
                 return False
             differs = differs or abs(mistaken - correct) > 1e-3 * correct
@@ -195,17 +195,28 @@ def _returned_perplexity(formula: Callable[[list], float]) -> Callable[[Evidence
     return recognise
 
 
-def _last_batch(entries: list) -> float:
+def _last_batch(entries: list, _setup: dict) -> float:
     return math.exp(entries[-1]["value"])
 
 
-def _mean_loss(entries: list) -> float:
+def _mean_loss(entries: list, _setup: dict) -> float:
     return sum(e["value"] * e["tokens"] for e in entries) / sum(e["tokens"] for e in entries)
 
 
-def _bitwise_and_sum(entries: list) -> float:
+def _bitwise_and_sum(entries: list, _setup: dict) -> float:
     # total_loss += l * (1 & y.numel()): each minibatch counts once if its token count is odd, else not at all
     return math.exp(sum(e["value"] * (1 & e["tokens"]) for e in entries) / sum(e["tokens"] for e in entries))
+
+
+def _unweighted_sum(entries: list, _setup: dict) -> float:
+    # total_loss += l.item(): the sum of minibatch means, divided by the number of tokens
+    return math.exp(sum(e["value"] for e in entries) / sum(e["tokens"] for e in entries))
+
+
+def _sequences_counted(entries: list, setup: dict) -> float:
+    # total_tokens += X.shape[0]: each minibatch's y.numel() = batch_size * num_steps tokens counted as batch_size
+    return math.exp(sum(e["value"] * e["tokens"] for e in entries) / sum(e["tokens"] / setup["num_steps"]
+                                                                          for e in entries))
 
 
 def _returned_speed(what: str) -> Callable[[Evidence], bool]:
@@ -451,6 +462,23 @@ def grader_misconceptions(config):
             "one noisy sample of it.",
             "sum l.item() * y.numel() and y.numel() over the epoch, then return math.exp(total_loss / total_tokens)",
             _returned_perplexity(_last_batch)),
+        Misconception(
+            PREFIX + "loss-sum-not-weighted",
+            _ids("reported"),
+            "the loss sum adds l.item(), each minibatch's mean loss, without multiplying it by its number of tokens",
+            "l is already a mean over the minibatch's tokens; dividing the sum of these means by the number of tokens "
+            "divides twice, so the perplexity returned is close to 1 whatever the model does.",
+            "total_loss += l.item() * y.numel(), then return math.exp(total_loss / total_tokens)",
+            _returned_perplexity(_unweighted_sum)),
+        Misconception(
+            PREFIX + "sequences-counted-as-tokens",
+            _ids("reported"),
+            "the token count adds X.shape[0], the number of sequences in a minibatch, not its number of tokens",
+            "Each minibatch holds batch_size sequences of num_steps tokens, y.numel() in all; counting sequences "
+            "makes the mean loss num_steps times too large (its exp astronomically so) and the speed sequences per "
+            "second.",
+            "total_tokens += y.numel() (and total_loss += l.item() * y.numel())",
+            _returned_perplexity(_sequences_counted)),
         Misconception(
             PREFIX + "mean-loss-not-exponentiated",
             _ids("reported"),
