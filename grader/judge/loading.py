@@ -156,7 +156,8 @@ def load(files: dict[str, str], runner: Runner, config: RunConfig) -> LoadedFile
 
     The usual case is one run. When it fails, one more run imports every file on its own, side by
     side, to find the culprits, and a last one loads the rest: loading costs at most
-    ``IMPORT_TIMEOUT`` + ``2 * IMPORT_TIMEOUT + 2`` + ``IMPORT_TIMEOUT`` seconds, however many files hang.
+    ``IMPORT_TIMEOUT`` + ``2 * IMPORT_TIMEOUT + 2`` + ``IMPORT_TIMEOUT`` seconds, however many files hang
+    (the side-by-side run is tried once more when it ends early without telling the files apart).
     """
     timeout = run_timeout(IMPORT_TIMEOUT, config)
     reply = runner.run_one(_load_request(files, timeout))
@@ -175,9 +176,12 @@ def load(files: dict[str, str], runner: Runner, config: RunConfig) -> LoadedFile
 
 def _find_broken(files: dict[str, str], runner: Runner, timeout: float, failed: Reply) -> dict[str, str]:
     """File -> why it was set aside: the files whose own import hangs or ends the process."""
-    reply = runner.run_one(_separate_request(files, timeout))
-    decoded = decode(reply)
-    outcomes = decoded.value.get("value", {}).get("files") if decoded.failure is None else None
+    for _ in range(2):  # a busy machine can fail the separate run itself; blaming every file needs two failures
+        reply = runner.run_one(_separate_request(files, timeout))
+        decoded = decode(reply)
+        outcomes = decoded.value.get("value", {}).get("files") if decoded.failure is None else None
+        if isinstance(outcomes, dict) or reply.status == Status.TIMEOUT:  # a timeout would only repeat
+            break
     if not isinstance(outcomes, dict):  # could not tell them apart: the whole load's failure is every file's
         why = _import_failure(failed, decode(failed))
         return {name: f"importing the files {why}; they were not graded" for name in files}
