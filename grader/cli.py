@@ -124,6 +124,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _usage(parser, "give --config FILE or --no-config, not both")
     if args.init_ci is not None or args.gradescope_autograder is not None or args.list_checks or args.explain:
         return _course_command(parser, args)
+    if not hasattr(os, "fork"):  # the runner forks one process per run of student code
+        print("grade: grading needs fork(), which this system lacks: use Linux or macOS (on Windows, run grade "
+              "inside WSL)", file=sys.stderr)
+        return GRADER_FAILURE
     if args.batch is not None:
         problem = _batch_problem(args)
         if problem:
@@ -139,7 +143,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not folder.is_dir():
         return _usage(parser, f"{folder} is a file; give the folder that holds your .py files")
     if not any(folder.glob("*.py")):
-        return _usage(parser, f"{folder} has no .py files; run `grade --init {folder}` to start from the skeletons")
+        from grader.judge.loading import no_py_files
+
+        return _usage(parser, no_py_files(folder, str(folder)))
     if args.fail_under is not None and not 0 <= args.fail_under <= 100:
         return _usage(parser, "--fail-under takes a score from 0 to 100")
     # an authoritative grade never takes its configuration from the submission's own folder

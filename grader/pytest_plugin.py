@@ -60,8 +60,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if not folder.is_dir():
         raise pytest.UsageError(f"--grade {given} is a file; give the folder that holds your .py files")
     if not any(folder.glob("*.py")):
-        raise pytest.UsageError(f"--grade {given} has no .py files; run `grade --init {given}` to start "
-                                "from the skeletons")
+        from grader.judge.loading import no_py_files  # only now: without --grade this module stays cheap
+
+        raise pytest.UsageError(f"--grade {no_py_files(folder, given, command='pytest --grade')}")
     folder = folder.resolve()
     session = GradingSession(folder, _run_config(config, folder))
     config.stash[_SESSION] = session

@@ -93,6 +93,43 @@ def read_submission(folder: Path) -> tuple[dict[str, str], list[FileProblem]]:
     return files, problems
 
 
+def subfolders_with_py(folder: Path, most: int = 3) -> list[str]:
+    """The names of ``folder``'s subfolders that hold .py files, in name order (``most`` at most).
+
+    A student who runs ``grade .`` one level above their exercises has them there; the hint names
+    the folder to give instead. Hidden folders and caches are not suggested, and links not followed.
+    """
+    found = []
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return []
+    for entry in entries:
+        if entry.name.startswith((".", "__")) or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            holds = any(n.endswith(".py") and n != "__init__.py" for n in os.listdir(entry.path))
+        except OSError:
+            continue
+        if holds:
+            found.append(entry.name)
+            if len(found) == most:
+                break
+    return found
+
+
+def no_py_files(folder: Path, given: str, command: str = "grade") -> str:
+    """What to tell a student whose folder (``given`` as they typed it) has no .py files: the subfolder
+    they meant, if one holds them, else how to start from the skeletons."""
+    subfolders = subfolders_with_py(folder)
+    if not subfolders:
+        return f"{given} has no .py files; run `grade --init {given}` to start from the skeletons"
+    paths = [f"{Path(given) / name}/" for name in subfolders]
+    holders = paths[0] + " does" if len(paths) == 1 else ", ".join(paths[:-1]) + f" and {paths[-1]} do"
+    meant = " or ".join(f"`{command} {path}`" for path in paths)
+    return f"{given} has no .py files, but {holders}: did you mean {meant}?"
+
+
 def printable_name(name: str) -> str:
     """``name`` itself when it is valid UTF-8, else its bytes with the undecodable ones shown as ``\\xff``."""
     try:

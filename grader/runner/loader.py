@@ -26,6 +26,8 @@ from grader.runner.tracebacks import describe_exception
 
 #: the hook specs, read once as the runner starts rather than again in every child
 _HOOK_SPECS = get_plugin_manager(with_builtins=False)
+#: how alike (difflib's ratio) a name and a hook must be for the name to count as that hook misspelt
+_NEAR_SPELLING = 0.8
 #: the module-level values pluggy can take for a hook implementation; the rest need no closer look
 _HOOKABLE = (types.FunctionType, types.MethodType, staticmethod, classmethod)
 
@@ -40,6 +42,9 @@ class LoadedSubmission:
     #: (file name, message, severity)
     problems: list[tuple[str, str, str]] = field(default_factory=list)
     modules: list[Any] = field(default_factory=list)
+    #: hooks some file marks @hookimpl (used or not), and hook -> (file, line) of a same-named function without the marker
+    marked: set[str] = field(default_factory=set)
+    unmarked: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def problem(self, path: str, message: str, severity: str = "error") -> None:
         self.problems.append((path, message, severity))
@@ -115,7 +120,39 @@ def load_submission(folder: Path, reference: Optional[dict[str, Callable]] = Non
     for stem in broken:
         path, exc = failed[stem]
         loaded.problem(path.name, f"could not be imported: {describe_exception(exc, folder)}")
+    _warn_unmarked(loaded)
     return loaded
+
+
+def _warn_unmarked(loaded: LoadedSubmission) -> None:
+    """A function named exactly like a hook but not marked is almost always a forgotten ``@hookimpl``;
+    when another file marks that hook, it is just a helper and nothing is said."""
+    for name, (filename, line) in sorted(loaded.unmarked.items()):
+        if name in loaded.marked:
+            continue
+        loaded.problem(
+            filename,
+            f"'{name}' on line {line} is not marked @hookimpl, so it was not graded: put `@hookimpl` on the "
+            "line above it (and `from grader import hookimpl` at the top)",
+            severity="warning",
+        )
+
+
+def suggest_hook(name: str) -> Optional[str]:
+    """The hook a name that is not one most likely means.
+
+    A hook the name starts with or contains comes first, the longest one (``rnn_forward`` means ``rnn``,
+    not ``rnn_model``), unless the name is a near-spelling of a longer hook (``init_rnn_stat`` means
+    ``init_rnn_state``, though it contains ``rnn``); otherwise difflib's closest, if any is close.
+    """
+    lowered = name.lower()
+    inside = [hook for hook in EXERCISE_HOOKS if hook in lowered]
+    if not inside:
+        close = difflib.get_close_matches(lowered, EXERCISE_HOOKS, n=1)
+        return close[0] if close else None
+    best = max(inside, key=lambda hook: (len(hook), lowered.startswith(hook)))
+    near = difflib.get_close_matches(lowered, EXERCISE_HOOKS, n=1, cutoff=_NEAR_SPELLING)
+    return near[0] if near and len(near[0]) > len(best) else best
 
 
 def _import_file(loaded: LoadedSubmission, path: Path, pm: Any, failed: dict) -> bool:
@@ -164,15 +201,19 @@ def stand_in_module(stem: str, reference: dict[str, Callable]) -> types.ModuleTy
 
 def _collect_hooks(loaded: LoadedSubmission, module: Any, filename: str, pm: Any) -> None:
     for name, obj in sorted(vars(module).items()):
-        if not isinstance(obj, _HOOKABLE) or pm.parse_hookimpl_opts(module, name) is None:
-            continue
-        if getattr(obj, "__module__", None) != module.__name__:
+        if not isinstance(obj, _HOOKABLE) or getattr(obj, "__module__", None) != module.__name__:
             continue  # imported from a sibling: counted where it is defined
+        if pm.parse_hookimpl_opts(module, name) is None:
+            code = getattr(obj, "__code__", None)
+            if name in EXERCISE_HOOKS and code is not None and getattr(obj, "__name__", None) == name:
+                loaded.unmarked.setdefault(name, (filename, code.co_firstlineno))
+            continue
         if name not in EXERCISE_HOOKS:
-            close = difflib.get_close_matches(name, EXERCISE_HOOKS, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; the hooks are: {', '.join(EXERCISE_HOOKS)}"
+            close = suggest_hook(name)
+            hint = f"; did you mean '{close}'?" if close else f"; the hooks are: {', '.join(EXERCISE_HOOKS)}"
             loaded.problem(filename, f"'{name}' is marked @hookimpl but is not a hook of this course{hint}")
             continue
+        loaded.marked.add(name)
         spec_args = pm.hook.__dict__[name].spec.argnames
         if not _positional_arity_ok(obj, len(spec_args)):
             loaded.problem(

@@ -1,0 +1,139 @@
+"""File errors that point the student at the fix: the hook a misspelt name means, a forgotten
+``@hookimpl``, and the subfolder a student meant when they graded the folder above it."""
+
+from __future__ import annotations
+
+import pytest
+
+import grader.judge.loading  # noqa: F401 - imported here so pytester's in-process runs import nothing new
+from conftest import REFERENCE
+from grader import cli
+from grader.config import RunConfig
+from grader.judge.loading import load, read_submission
+from grader.report.formatting import MESSAGE_LIMIT
+from grader.runner.loader import suggest_hook
+
+pytest_plugins = ["pytester"]
+
+
+def loaded(runner, folder):
+    """The runner's load of ``folder`` (no probe run): which file implements which hook, and its problems."""
+    files, problems = read_submission(folder)
+    assert not problems
+    return load(files, runner, RunConfig())
+
+
+def problems_of(result, severity: str) -> dict:
+    return {p.path: p.message for p in result.problems if p.severity == severity}
+
+
+# ------------------------------------------------------------------ typo suggestions
+
+
+@pytest.mark.parametrize("name, meant", [
+    ("rnn_forward", "rnn"),                # starts with a hook: not difflib's closest, rnn_model
+    ("my_rnn", "rnn"),                     # contains one
+    ("rnn_model_forward", "rnn_model"),    # contains rnn and rnn_model: the longer one
+    ("train_epoch_ch8", "train_epoch"),    # the book's own name for it
+    ("Predict_chars", "predict"),
+    ("init_rnn_stat", "init_rnn_state"),   # a misspelt longer hook, though it contains rnn
+    ("rnn_modle", "rnn_model"),
+    ("get_param", "get_params"),           # contains none: difflib's closest
+    ("grad_clip", "grad_clipping"),
+    ("xyzzy", None),
+])
+def test_a_misspelt_hook_suggests_the_hook_it_starts_with_or_contains(name, meant):
+    assert suggest_hook(name) == meant
+
+
+def test_a_marked_function_with_a_longer_name_suggests_the_hook_it_extends(runner, submission):
+    source = (REFERENCE / "rnn_scratch.py").read_text().replace("def rnn(", "def rnn_forward(")
+    result = loaded(runner, submission({"rnn_scratch.py": source}))
+    message = problems_of(result, "error")["rnn_scratch.py"]
+    assert "'rnn_forward' is marked @hookimpl but is not a hook" in message
+    assert "did you mean 'rnn'?" in message
+    assert "rnn" not in result.where
+
+
+# ------------------------------------------------------------------ a forgotten @hookimpl
+
+
+def test_a_hook_without_its_marker_is_a_warning_saying_to_add_it(runner, submission):
+    source = (REFERENCE / "rnn_scratch.py").read_text()
+    assert "@hookimpl\ndef rnn(" in source
+    line = source.split("@hookimpl\ndef rnn(")[0].count("\n") + 1  # the def's line, once the marker is gone
+    result = loaded(runner, submission({"rnn_scratch.py": source.replace("@hookimpl\ndef rnn(", "def rnn(")}))
+    assert "rnn" not in result.where
+    message = problems_of(result, "warning")["rnn_scratch.py"]
+    assert f"'rnn' on line {line} is not marked @hookimpl, so it was not graded" in message
+    assert "put `@hookimpl` on the line above it (and `from grader import hookimpl` at the top)" in message
+    assert len(message) <= MESSAGE_LIMIT  # the fix is not cut off in the summary
+    assert not problems_of(result, "error")
+    # the other hooks of the file are still found
+    assert result.where["get_params"] == result.where["init_rnn_state"] == "rnn_scratch.py"
+
+
+def test_an_unmarked_function_is_just_a_helper_when_another_file_marks_that_hook(runner, submission):
+    helper = ("import torch\n\n\n"
+              "def rnn(inputs, state, params):\n"
+              "    \"\"\"my first try, kept for comparison\"\"\"\n"
+              "    return torch.cat(inputs), state\n")
+    result = loaded(runner, submission({"my_helpers.py": helper}))
+    assert result.where["rnn"] == "rnn_scratch.py"
+    assert not result.problems
+
+
+# ------------------------------------------------------------------ the folder one level up
+
+
+@pytest.fixture
+def parent_of_exercises(tmp_path, monkeypatch):
+    """A folder whose .py files are in exercises/, and a hidden folder with one that is never suggested."""
+    (tmp_path / "exercises").mkdir()
+    (tmp_path / "exercises" / "rnn_scratch.py").write_text((REFERENCE / "rnn_scratch.py").read_text())
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    (tmp_path / ".ipynb_checkpoints" / "old.py").write_text("")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_grade_one_level_up_names_the_subfolder(parent_of_exercises, capsys):
+    assert cli.main(["."]) == cli.USAGE_ERROR
+    err = capsys.readouterr().err
+    assert ". has no .py files, but exercises/ does: did you mean `grade exercises/`?" in err
+    assert "ipynb_checkpoints" not in err and "notes" not in err and "Traceback" not in err
+
+
+def test_every_subfolder_with_py_files_is_named(parent_of_exercises, capsys):
+    (parent_of_exercises / "attempt2").mkdir()
+    (parent_of_exercises / "attempt2" / "rnn_scratch.py").write_text("")
+    assert cli.main([str(parent_of_exercises)]) == cli.USAGE_ERROR
+    err = capsys.readouterr().err
+    assert f"did you mean `grade {parent_of_exercises}/attempt2/` or `grade {parent_of_exercises}/exercises/`?" in err
+
+
+def test_a_folder_with_no_py_files_anywhere_still_says_init(tmp_path, capsys):
+    (tmp_path / "notes").mkdir()
+    assert cli.main([str(tmp_path)]) == cli.USAGE_ERROR
+    assert f"has no .py files; run `grade --init {tmp_path}`" in capsys.readouterr().err
+
+
+def test_pytest_grade_one_level_up_names_the_subfolder(pytester):
+    (pytester.path / "exercises").mkdir()
+    (pytester.path / "exercises" / "rnn_scratch.py").write_text("")
+    result = pytester.runpytest("--grade", ".")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "did you mean `pytest --grade exercises/`?" in result.stderr.str()
+
+
+def test_a_system_without_fork_is_told_in_one_line(monkeypatch, capsys, tmp_path):
+    import os
+
+    from grader import cli
+
+    monkeypatch.delattr(os, "fork")
+    assert cli.main([str(tmp_path)]) == cli.GRADER_FAILURE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "fork()" in err and "WSL" in err and "Traceback" not in err
