@@ -137,3 +137,24 @@ def test_a_system_without_fork_is_told_in_one_line(monkeypatch, capsys, tmp_path
     assert cli.main([str(tmp_path)]) == cli.GRADER_FAILURE
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "fork()" in err and "WSL" in err and "Traceback" not in err
+
+
+def test_loading_files_one_by_one_waits_out_a_fork_that_fails_for_a_while(tmp_path, monkeypatch):
+    """A busy machine can refuse a fork for a moment (a per-user process limit): that is no file's fault."""
+    import os
+
+    from grader.runner import child
+
+    (tmp_path / "fine.py").write_text("X = 1\n")
+    (tmp_path / "ends.py").write_text("import os\nos._exit(3)\n")
+    real_fork, refusals = os.fork, iter(range(3))
+
+    def busy_fork():
+        if next(refusals, None) is not None:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return real_fork()
+
+    monkeypatch.setattr(child.os, "fork", busy_fork)
+    outcomes = child.load_separately(tmp_path, per_file=10.0, budget=20.0)["files"]
+    assert outcomes["fine.py"]["outcome"] == "ok"
+    assert outcomes["ends.py"]["outcome"] == "died" and outcomes["ends.py"]["exit_code"] == 3

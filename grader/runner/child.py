@@ -183,6 +183,8 @@ def run_probe(request: Request, folder: Path, snapshot: Snapshot, reference: dic
 
 #: files imported side by side when a submission's files are loaded one by one
 SIDE_BY_SIDE = 4
+#: seconds to wait before forking again when no process could be started
+FORK_RETRY = 0.05
 
 
 def probe_module(name: str, source: str) -> types.ModuleType:
@@ -224,12 +226,21 @@ def load_separately(folder: Path, per_file: float, budget: float) -> dict:
         while pending and len(running) < SIDE_BY_SIDE:
             name = pending.pop(0)
             read_end, write_end = os.pipe()
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except OSError:  # no process to spare now (a per-user limit on a busy machine): not the file's doing
+                os.close(read_end)
+                os.close(write_end)
+                pending.insert(0, name)
+                break
             if pid == 0:  # pragma: no cover - its outcome is what the parent reports
                 os.close(read_end)
                 _load_alone(folder, name, stems, write_end)
             os.close(write_end)
             running[read_end] = [name, pid, time.monotonic(), False]
+        if not running:  # every fork was refused: nothing to wait for but a moment
+            time.sleep(FORK_RETRY)
+            continue
         now = time.monotonic()
         wait = min([deadline] + [started + per_file for _, _, started, _ in running.values()]) - now
         ready, _, _ = select.select(list(running), [], [], max(wait, 0))
