@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -134,6 +136,36 @@ class Bug:
     #: the misconception that names the mistake on the first failing check, when the catalogue has one
     #: (otherwise ``words`` must name the mistake in the check's own message)
     named: str = ""
+
+
+def rewrite(hook: str, source: str) -> dict:
+    """The reference file of ``hook`` with that function replaced by ``source`` (a student's rewrite)."""
+    filename = FILE_OF[hook]
+    text = (REFERENCE / filename).read_text()
+    pattern = re.compile(rf"@hookimpl\ndef {hook}\(.*?(?=\n\n\n@hookimpl|\Z)", re.S)
+    assert pattern.search(text), f"{hook} not found in reference/{filename}"
+    return {filename: pattern.sub(lambda _: "@hookimpl\n" + source.strip("\n") + "\n", text, count=1)}
+
+
+def checks_of(report, exercise: str) -> dict:
+    """The report's checks of ``exercise`` by id."""
+    return {c.check_id: c for c in report.all_checks() if c.check_id.startswith(exercise + ".")}
+
+
+def listed(checks: dict) -> str:
+    """Checks as lines with their status, misconception and message, for assertion messages."""
+    return "\n".join(f"  {c.check_id} [{c.status}] ({c.misconception}) {c.message}" for c in checks.values())
+
+
+def chromium_dom(page: Path, tmp_path: Path, timeout: float = 120) -> str:
+    """The DOM of ``page`` after headless Chromium parsed it (callers skip when chromium is not on PATH)."""
+    result = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.resolve().as_uri()],
+        capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
 
 
 def failures(report) -> str:

@@ -6,24 +6,14 @@ else, and the failing message must point at the cause.
 
 from __future__ import annotations
 
-import re
 
 import pytest
 
 from batch_grading import grade_many, report_of, selected_ids
-from conftest import FILE_OF, REFERENCE, Bug, assert_caught_where_it_lives, edits, exercises_hooks, mutate
+from conftest import Bug, assert_caught_where_it_lives, edits, exercises_hooks, mutate, rewrite
 
 #: the hooks of the first four exercises, which this zoo covers
 EXERCISE_OF = exercises_hooks("rnn_scratch", "grad_clipping", "predict", "train_epoch")
-
-
-def rewrite(hook: str, source: str) -> dict:
-    """The reference file of ``hook`` with that function replaced by ``source`` (a student's rewrite)."""
-    filename = FILE_OF[hook]
-    text = (REFERENCE / filename).read_text()
-    pattern = re.compile(rf"@hookimpl\ndef {hook}\(.*?(?=\n\n\n@hookimpl|\Z)", re.S)
-    assert pattern.search(text), f"{hook} not found in reference/{filename}"
-    return {filename: pattern.sub(lambda _: "@hookimpl\n" + source.strip("\n") + "\n", text, count=1)}
 
 
 RNN_STEP = "H = torch.tanh(torch.mm(X, W_xh) + torch.mm(H, W_hh) + b_h)"

@@ -11,12 +11,12 @@ import csv
 import re
 import shutil
 import statistics
-import subprocess
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
 
+from conftest import chromium_dom
 from grader.registry import EXERCISES
 from grader.report.gradebook import (
     CANVAS_COLUMNS,
@@ -372,18 +372,7 @@ def test_summary_html_when_nobody_was_graded(klass):
 def test_summary_in_headless_browser(klass, tmp_path):
     summary = build_summary(klass, NAMES)
     path = write_summary(tmp_path / "out", summary)
-    result = subprocess.run(
-        [
-            "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", path.resolve().as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    dom = result.stdout
+    dom = chromium_dom(path, tmp_path)
     histogram = re.search(r'<svg class="chart histogram".*?</svg>', dom, re.S)
     assert histogram, "no histogram in the rendered page"
     heights = [float(h) for h in re.findall(r'<rect class="hist-bar"[^>]*\bheight="([0-9.]+)"', histogram.group())]

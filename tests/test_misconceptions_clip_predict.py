@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from batch_grading import grade_many, report_of, selected_ids
-from conftest import edits, mutate
+from conftest import checks_of, edits, listed, mutate
 from test_alternatives import STYLES
 from test_bug_zoo import CLIP_BUGS, PREDICT_BUGS, rewrite
 
@@ -107,30 +107,22 @@ def reports(request, runner, tmp_path_factory):
     return grade_many(runner, tmp_path_factory.mktemp("clip-predict"), cases)
 
 
-def _checks(report, exercise: str) -> dict:
-    return {c.check_id: c for c in report.all_checks() if c.check_id.startswith(exercise + ".")}
-
-
-def _shown(checks: dict) -> str:
-    return "\n".join(f"  {c.check_id} [{c.status}] ({c.misconception}) {c.message}" for c in checks.values())
-
-
 @pytest.mark.parametrize("name", list(MISTAKES))
 def test_the_mistake_is_named_on_its_check(reports, name: str):
     _, carrier, key = MISTAKES[name]
     exercise = carrier.split(".")[0]
     report = report_of(reports, name)
-    checks = _checks(report, exercise)
-    assert checks[carrier].status != "passed", _shown(checks)
-    assert checks[carrier].misconception == key, _shown(checks)
-    assert checks[carrier].same_cause_as in (None, ""), _shown(checks)
+    checks = checks_of(report, exercise)
+    assert checks[carrier].status != "passed", listed(checks)
+    assert checks[carrier].misconception == key, listed(checks)
+    assert checks[carrier].same_cause_as in (None, ""), listed(checks)
     assert checks[carrier].message.startswith("Likely mistake: ")
     # the other failing checks of the function either name the same cause or say what they saw, never another key
     others = {c.misconception for c in checks.values() if c.misconception} - {key}
-    assert not others, _shown(checks)
+    assert not others, listed(checks)
     assert not [c for c in report.all_checks() if c.status != "passed" and not c.check_id.startswith(exercise + ".")]
     cut = [c.check_id for c in checks.values() if c.status != "passed" and "…" in c.message]
-    assert not cut, _shown(checks)  # a "same cause as" line repeats the mistake whole
+    assert not cut, listed(checks)  # a "same cause as" line repeats the mistake whole
 
 
 @pytest.mark.parametrize("name", list(CORRECT))
@@ -213,8 +205,8 @@ def test_unk_is_one_token_not_five_characters():
 
 
 def test_an_unk_prediction_is_counted_and_shown_whole(reports):
-    checks = _checks(report_of(reports, "predict-argmin"), "predict")
-    assert checks["predict.length"].status == "passed", _shown(checks)  # num_preds tokens, each <unk> counted once
+    checks = checks_of(report_of(reports, "predict-argmin"), "predict")
+    assert checks["predict.length"].status == "passed", listed(checks)  # num_preds tokens, each <unk> counted once
     if checks["predict.state"].status != "passed":
         assert "<unk>unk" not in checks["predict.state"].details + checks["predict.state"].message
 

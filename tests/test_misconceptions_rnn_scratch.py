@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import re
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from batch_grading import grade_many, report_of, selected_ids
-from conftest import FILE_OF, REFERENCE, edits, mutate
+from conftest import edits, mutate, rewrite
 from test_alternatives import STYLES
 
 from grader.checks.rnn_scratch import CASE
@@ -28,14 +27,6 @@ STEP = "H = torch.tanh(torch.mm(X, W_xh) + torch.mm(H, W_hh) + b_h)"
 OUT = "outputs.append(torch.mm(H, W_hq) + b_q)"
 NORMAL = "torch.randn(size=shape, device=device) * 0.01"
 ZEROS = "(torch.zeros((batch_size, num_hiddens), device=device),)"
-
-
-def rewrite(hook: str, source: str) -> dict:
-    """The reference file of ``hook`` with that function replaced by ``source``."""
-    text = (REFERENCE / FILE_OF[hook]).read_text()
-    pattern = re.compile(rf"@hookimpl\ndef {hook}\(.*?(?=\n\n\n@hookimpl|\Z)", re.S)
-    assert pattern.search(text), f"{hook} not found in reference/{FILE_OF[hook]}"
-    return {FILE_OF[hook]: pattern.sub(lambda _: "@hookimpl\n" + source.strip("\n") + "\n", text, count=1)}
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from batch_grading import grade_many, report_of, selected_ids
-from conftest import edits, mutate
+from conftest import checks_of, edits, listed, mutate
 from test_alternatives import STYLES
 from test_bug_zoo import TRAIN_BUGS
 from test_lesson_extras import ALTERNATIVES, CONCISE_BUGS, GRADIENT_BUGS, SINE_BUGS
@@ -139,39 +139,31 @@ def reports(request, runner, tmp_path_factory):
     return grade_many(runner, tmp_path_factory.mktemp("training-mistakes"), cases)
 
 
-def _checks(report, exercise: str) -> dict:
-    return {c.check_id: c for c in report.all_checks() if c.check_id.startswith(exercise + ".")}
-
-
-def _shown(checks: dict) -> str:
-    return "\n".join(f"  {c.check_id} [{c.status}] ({c.misconception}) {c.message}" for c in checks.values())
-
-
 @pytest.mark.parametrize("name", list(MISTAKES))
 def test_the_mistake_is_named_on_its_check(reports, name: str):
     _, carrier, key = MISTAKES[name]
     exercise = carrier.split(".")[0]
     report = report_of(reports, name)
-    checks = _checks(report, exercise)
-    assert checks[carrier].status != "passed" and checks[carrier].points < checks[carrier].max_points, _shown(checks)
-    assert checks[carrier].misconception == key, _shown(checks)
-    assert not checks[carrier].same_cause_as, _shown(checks)
-    assert checks[carrier].message.startswith("Likely mistake: "), _shown(checks)
+    checks = checks_of(report, exercise)
+    assert checks[carrier].status != "passed" and checks[carrier].points < checks[carrier].max_points, listed(checks)
+    assert checks[carrier].misconception == key, listed(checks)
+    assert not checks[carrier].same_cause_as, listed(checks)
+    assert checks[carrier].message.startswith("Likely mistake: "), listed(checks)
     # the checks of other exercises keep their points; each cause of this one is told once, whole
     assert not [c for c in report.all_checks() if c.points < c.max_points and not c.check_id.startswith(exercise + ".")]
     failing = [c for c in checks.values() if c.status != "passed"]
-    assert not [c.check_id for c in failing if "…" in c.message], _shown(checks)
+    assert not [c.check_id for c in failing if "…" in c.message], listed(checks)
     messages = [c.message for c in failing if not c.same_cause_as]
-    assert len(messages) == len(set(messages)), _shown(checks)
+    assert len(messages) == len(set(messages)), listed(checks)
     for check in failing:  # a check naming the same key says so by pointing at the carrier
         if check.misconception == key and check is not checks[carrier]:
-            assert check.same_cause_as == carrier, _shown(checks)
+            assert check.same_cause_as == carrier, listed(checks)
 
 
 @pytest.mark.parametrize("name", list(CORRECT))
 def test_a_correct_submission_is_told_no_misconception(reports, name: str):
     report = report_of(reports, f"correct-{name}")
-    assert report.points == report.max_points, _shown({c.check_id: c for c in report.all_checks()})
+    assert report.points == report.max_points, listed({c.check_id: c for c in report.all_checks()})
     assert not [c.check_id for c in report.all_checks() if c.misconception or c.same_cause_as]
 
 

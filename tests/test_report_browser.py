@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Iterator, Optional
 
 import pytest
 
-from conftest import mutate
+from conftest import chromium_dom, mutate
 from grader.config import RunConfig
 from grader.report.html import write_html
 from grader.report.terminal import format_summary
@@ -87,20 +86,10 @@ class _Tree(HTMLParser):
 
 def rendered(path: Path, tmp_path: Path) -> Node:
     """The page's DOM after Chromium parsed it."""
-    result = subprocess.run(
-        [
-            "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", path.resolve().as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "<svg" in result.stdout, "Chromium returned no page"
+    dom = chromium_dom(path, tmp_path)
+    assert "<svg" in dom, "Chromium returned no page"
     tree = _Tree()
-    tree.feed(result.stdout)
+    tree.feed(dom)
     return tree.root
 
 

@@ -17,13 +17,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pluggy
 import pytest
 
 import grader
+from conftest import chromium_dom
 from grader import hookspecs
 from grader.report import gradescope, terminal
 from grader.report import html as html_report
@@ -558,26 +558,7 @@ def test_html_gold(make, gold):
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not on PATH")
 def test_html_in_headless_browser(report, tmp_path):
     path = write_html(report, tmp_path / "out")
-    result = subprocess.run(
-        [
-            "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--dump-dom",
-            path.resolve().as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    dom = result.stdout
+    dom = chromium_dom(path, tmp_path, timeout=30)
     assert "Score: 3.5 / 12" in dom
     # the serialised DOM still holds the hostile text as text, not as an element
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
