@@ -240,3 +240,12 @@ def test_readme_points_table_is_the_checks_own(the_plan):
     assert rows, "no points table in the README"
     assert {name: (hooks, float(value)) for name, hooks, value in rows} == {
         e.name: (", ".join(f"`{h}`" for h in e.hooks), round(points[e.name], 6)) for e in registry.EXERCISES}
+
+
+def test_every_package_ships():
+    """A package left out of pyproject's list is missing from the wheel (the Gradescope archive installs one)."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in GRADER.rglob("__init__.py")}
+    assert found - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
