@@ -88,17 +88,19 @@ PYTHON_ERRORS = frozenset({"TypeError", "AttributeError", "NameError", "KeyError
 SIZE_NAMES = {"vocab_size": "vocab", "num_hiddens": "hidden", "batch_size": "batch", "num_steps": "steps",
               "input_dim": "input_dim", "hidden_dim": "hidden_dim", "out_dim": "out_dim", "batch": "batch",
               "steps": "steps"}
+#: a place in a submission file as the runner writes it: ``rnn_scratch.py:31`` (terminals make it a link)
+LOCATION = r"[^\s,:()]+\.py:\d+"
 #: the longest quote of an error, in characters
 QUOTE_LIMIT = 240
 
 
 @dataclasses.dataclass(frozen=True)
 class RaisedError:
-    """The runner's description of an exception in parts: ``"Kind: text at file.py, line N, in f: code"``."""
+    """The runner's description of an exception in parts: ``"Kind: text at file.py:N in f: code"``."""
 
     kind: str
     text: str
-    #: "rnn_scratch.py, line 31, in rnn: H = ..." (the newest frame of the submission), or ""
+    #: "rnn_scratch.py:31 in rnn: H = ..." (the newest frame of the submission), or ""
     where: str = ""
     #: raised by the grader's own code (see :data:`GRADER_OWN`)
     grader_own: bool = False
@@ -109,7 +111,7 @@ class RaisedError:
         if grader_own:
             error = error[len(GRADER_OWN):]
         body, where = error, ""
-        located = re.match(r"(?s)^(?P<body>.*) at (?P<where>[^,\n]+\.py, line \d+, in [^\n]*)$", error)
+        located = re.match(rf"(?s)^(?P<body>.*) at (?P<where>{LOCATION}(?: in |: )[^\n]*)$", error)
         if located:
             body, where = located["body"], located["where"]
         kind, text = "", body

@@ -177,7 +177,7 @@ class GradingSession:
             tr.write_line("File problems:", bold=True)
             for problem in report.problems:
                 error = problem.severity == "error"
-                tr.write_line(f"  {problem.severity}  {one_line(problem.path, 1000)}: "
+                tr.write_line(f"  {problem.severity}  {one_line(problem.where, 1000)}: "
                               f"{one_line(problem.message, 1000)}", red=error, yellow=not error)
         for notice in report.notices:
             tr.write_line(f"Note: {one_line(notice, 1000)}")

@@ -92,6 +92,13 @@ class FileProblem:
     message: str
     #: "error" (the file's hooks could not be used) or "warning"
     severity: str = "error"
+    #: the line of the file it is about, when there is one (0: the whole file)
+    line: int = 0
+
+    @property
+    def where(self) -> str:
+        """``file.py:12`` (terminals and editors make it a link), or the file alone."""
+        return f"{self.path}:{self.line}" if self.line > 0 else self.path
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import pytest
 
 import grader.judge.loading  # noqa: F401 - imported here so pytester's in-process runs import nothing new
-from conftest import REFERENCE
+from conftest import REFERENCE, checks_of, listed
 from grader import cli
 from grader.config import RunConfig
 from grader.judge.loading import load, read_submission
 from grader.report.formatting import MESSAGE_LIMIT
+from grader.report.terminal import with_paths
+from grader.results import ERROR, NOT_IMPLEMENTED, PASSED
 from grader.runner.loader import suggest_hook
 
 pytest_plugins = ["pytester"]
@@ -55,6 +57,52 @@ def test_a_marked_function_with_a_longer_name_suggests_the_hook_it_extends(runne
     assert "rnn" not in result.where
 
 
+# ------------------------------------------------------------------ a file that failed to import
+
+
+def test_checks_of_a_file_that_failed_to_import_are_errors_naming_its_problem(grading, submission):
+    source = (REFERENCE / "rnn_scratch.py").read_text()
+    broken = source.replace("def rnn(inputs, state, params):", "def rnn(inputs, state, params)")
+    assert broken != source
+    line = broken.split("def rnn(inputs, state, params)\n")[0].count("\n") + 1
+    report = grading(submission({"rnn_scratch.py": broken}))
+    checks = checks_of(report, "rnn_scratch")
+    assert {c.status for c in checks.values()} == {ERROR}, listed(checks)  # not "not implemented": it is there
+    first = checks["rnn_scratch.params.shapes"].message
+    assert first.startswith("not graded: get_params is in rnn_scratch.py, which could not be imported: SyntaxError")
+    assert f"at rnn_scratch.py:{line}" in first
+    assert all(c.status == PASSED for c in report.all_checks() if c.exercise != "rnn_scratch")
+
+
+def test_an_unreadable_exercise_file_makes_its_checks_errors(grading, submission):
+    folder = submission({"grad_clipping.py": None})
+    (folder / "grad_clipping.py").write_bytes(b"from grader import hookimpl\n# caf\xe9 au lait\n")
+    report = grading(folder)
+    checks = checks_of(report, "grad_clipping")
+    assert {c.status for c in checks.values()} == {ERROR}, listed(checks)
+    assert "grad_clipping.py, which is not UTF-8 text; save it as UTF-8" in checks["grad_clipping.above"].message
+
+
+def test_a_file_without_the_hook_still_leaves_it_not_implemented(grading, submission):
+    # the file with a problem does not define predict: predict is simply missing
+    report = grading(submission({"predict.py": None, "helpers.py": "import no_such_module_anywhere\n"}))
+    checks = checks_of(report, "predict")
+    assert {c.status for c in checks.values()} == {NOT_IMPLEMENTED}, listed(checks)
+
+
+def test_locations_become_paths_from_the_working_directory(tmp_path, monkeypatch):
+    folder = tmp_path / "exercises"
+    folder.mkdir()
+    (folder / "rnn_scratch.py").write_text("x = 1\n")
+    monkeypatch.chdir(tmp_path)
+    text = "rnn raised ValueError: no at rnn_scratch.py:12 in rnn: x; see helper.py:3 and exercises/rnn_scratch.py:4"
+    # a submission file gets its folder; a name that is not one of its files, or already a path, is left alone
+    assert with_paths(text, str(folder)) == ("rnn raised ValueError: no at exercises/rnn_scratch.py:12 in rnn: x; "
+                                             "see helper.py:3 and exercises/rnn_scratch.py:4")
+    monkeypatch.chdir(folder)
+    assert with_paths(text, str(folder)) == text
+
+
 # ------------------------------------------------------------------ a forgotten @hookimpl
 
 
@@ -65,7 +113,8 @@ def test_a_hook_without_its_marker_is_a_warning_saying_to_add_it(runner, submiss
     result = loaded(runner, submission({"rnn_scratch.py": source.replace("@hookimpl\ndef rnn(", "def rnn(")}))
     assert "rnn" not in result.where
     message = problems_of(result, "warning")["rnn_scratch.py"]
-    assert f"'rnn' on line {line} is not marked @hookimpl, so it was not graded" in message
+    assert "'rnn' is not marked @hookimpl, so it was not graded" in message
+    assert [p.where for p in result.problems if p.severity == "warning"] == [f"rnn_scratch.py:{line}"]
     assert "put `@hookimpl` on the line above it (and `from grader import hookimpl` at the top)" in message
     assert len(message) <= MESSAGE_LIMIT  # the fix is not cut off in the summary
     assert not problems_of(result, "error")

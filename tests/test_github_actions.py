@@ -249,8 +249,8 @@ def test_summary_puts_the_untrusted_banner_first():
 
 
 def test_summary_lists_file_problems():
-    report = make_report(problems=(FileProblem("rnn_scratch.py", "SyntaxError: invalid syntax (line 9)"),))
-    assert "- error: rnn\\_scratch.py: SyntaxError" in step_summary(report)
+    report = make_report(problems=(FileProblem("rnn_scratch.py", "SyntaxError: invalid syntax", line=9),))
+    assert "- error: rnn\\_scratch.py:9: SyntaxError" in step_summary(report)
 
 
 # --------------------------------------------------------------------------
@@ -284,7 +284,8 @@ def test_annotations_leak_no_hidden_check():
 
 def test_annotations_for_untrusted_and_problems():
     report = make_report(untrusted=("tests/test_grade.py",),
-                         problems=(FileProblem("rnn_scratch.py", "SyntaxError: invalid syntax (line 9)"),
+                         problems=(FileProblem("rnn_scratch.py", "could not be imported: SyntaxError: invalid syntax "
+                                                                 "at rnn_scratch.py:9", line=9),
                                    FileProblem(".", "has 40 .py files", severity="warning")))
     found = commands("\n".join(annotations(report, workspace="/work/ws")))
     assert found[0][0] == "warning" and found[0][1]["title"] == "Untrustworthy result"

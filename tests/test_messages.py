@@ -92,7 +92,7 @@ BACKWARD_TWICE = ("RuntimeError: Trying to backward through the graph a second t
                   "after they have already been freed). Saved intermediate values of the graph are freed when you call "
                   ".backward() or autograd.grad(). Specify retain_graph=True if you need to backward through the graph "
                   "a second time or if you need to access saved tensors after calling backward. "
-                  "at train_epoch.py, line 30, in train_epoch: l.backward()")
+                  "at train_epoch.py:30 in train_epoch: l.backward()")
 
 
 def test_the_hint_comes_before_the_quoted_error_and_torchs_wrong_advice_is_left_out():
@@ -100,7 +100,7 @@ def test_the_hint_comes_before_the_quoted_error_and_torchs_wrong_advice_is_left_
     assert message.startswith("train_epoch raised an error: ")
     assert message.index("detach") < message.index("torch said") < message.index("Trying to backward")
     assert "retain_graph" not in message
-    assert message.endswith("(at train_epoch.py, line 30, in train_epoch: l.backward())")
+    assert message.endswith("(at train_epoch.py:30 in train_epoch: l.backward())")
 
 
 def real_error(code: str, folder: Path) -> str:
@@ -126,7 +126,7 @@ def test_a_loop_detaching_the_rows_of_a_single_tensor_state_is_explained(tmp_pat
     quoted = message[message.index("torch said"):]
     assert "Can't detach views in-place." in quoted
     assert "DistributedDataParallel" not in quoted and "Use detach() instead" not in quoted
-    assert "student.py, line 4" in message
+    assert "student.py:4" in message
 
 
 def test_an_nn_module_without_params_gets_net_parameters(tmp_path):
@@ -154,7 +154,7 @@ def test_a_raw_error_of_a_common_mistake_says_the_fix_in_plain_words(tmp_path, c
 
 
 def test_a_matrix_shape_error_names_both_matrices_with_the_probes_sizes():
-    error = ("RuntimeError: mat1 and mat2 shapes cannot be multiplied (48x48 and 4x48) at rnn_scratch.py, line 9, "
+    error = ("RuntimeError: mat1 and mat2 shapes cannot be multiplied (48x48 and 4x48) at rnn_scratch.py:9 "
              "in rnn: H = torch.tanh(X @ W_xh + W_hh @ H + b_h)")
     hints = (Hint(r"mat1 and mat2", "check the matrix orientation: H (B, H) @ W_hh (H, H)"),)
     message = explain_error("rnn", error, hints, sizes=dict(vocab_size=28, num_hiddens=48, batch_size=4, seed=7))
@@ -163,9 +163,9 @@ def test_a_matrix_shape_error_names_both_matrices_with_the_probes_sizes():
 
 
 def test_an_error_without_a_known_meaning_is_quoted_as_before():
-    error = "RuntimeError: broken on purpose at g.py, line 3, in grad_clipping: raise X"
+    error = "RuntimeError: broken on purpose at g.py:3 in grad_clipping: raise X"
     assert explain_error("grad_clipping", error) == \
-        "grad_clipping raised RuntimeError: broken on purpose (at g.py, line 3, in grad_clipping: raise X)"
+        "grad_clipping raised RuntimeError: broken on purpose (at g.py:3 in grad_clipping: raise X)"
 
 
 IN_PLACE = ("one of the variables needed for gradient computation has been modified by an inplace operation: "

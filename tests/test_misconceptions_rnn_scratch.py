@@ -218,7 +218,7 @@ def test_each_recurrence_mistake_is_told_apart_from_the_others_and_from_the_righ
 
 def test_a_matrix_product_error_names_its_operands_from_the_check_sizes():
     B, V, H = CASE["batch_size"], CASE["vocab_size"], CASE["num_hiddens"]
-    where = " at rnn_scratch.py, line 37, in rnn: H = torch.tanh(...)"
+    where = " at rnn_scratch.py:37 in rnn: H = torch.tanh(...)"
 
     def error(text: str, params: dict = FORWARD, check: str = "rnn_scratch.rnn.shapes") -> list[str]:
         return claims(check, None, params, ERROR, f"rnn raised RuntimeError: {text}{where}")
@@ -235,9 +235,9 @@ def test_a_matrix_product_error_names_its_operands_from_the_check_sizes():
 def test_the_state_written_in_place_is_read_from_the_line_the_error_quotes():
     leaf = "rnn raised RuntimeError: a leaf Variable that requires grad is being used in an in-place operation. "
     check = "rnn_scratch.rnn.gradients"
-    assert claims(check, None, GIVEN_STATE, ERROR, leaf + "at rnn_scratch.py, line 37, in rnn: H[:] = torch.tanh(A)") \
+    assert claims(check, None, GIVEN_STATE, ERROR, leaf + "at rnn_scratch.py:37 in rnn: H[:] = torch.tanh(A)") \
         == ["rnn.state-overwritten-in-place"]
-    assert claims(check, None, GIVEN_STATE, ERROR, leaf + "at rnn_scratch.py, line 36, in rnn: W_hh[:] = W_hh * 2") == []
+    assert claims(check, None, GIVEN_STATE, ERROR, leaf + "at rnn_scratch.py:36 in rnn: W_hh[:] = W_hh * 2") == []
     assert claims(check, None, GIVEN_STATE, ERROR, leaf.strip()) == []
 
 
@@ -249,7 +249,7 @@ def test_stacked_outputs_are_named_on_every_check_that_saw_them():
     assert claims("rnn_scratch.rnn.gradients", None, GIVEN_STATE, ERROR, f"rnn raised RuntimeError: {broadcast}") \
         == ["rnn.outputs-stacked"]
     assert claims("rnn_scratch.rnn.gradients", None, GIVEN_STATE, ERROR,
-                  f"rnn raised RuntimeError: {broadcast} at rnn_scratch.py, line 40, in rnn: Y = Y * w") == []
+                  f"rnn raised RuntimeError: {broadcast} at rnn_scratch.py:40 in rnn: Y = Y * w") == []
 
 
 PARAMS = dict(vocab_size=28, num_hiddens=64, device="cpu")

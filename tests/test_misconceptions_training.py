@@ -183,7 +183,7 @@ def test_every_entry_is_whole_in_a_same_cause_line():
 def test_params_of_a_module_is_named_from_the_error_in_rnn_concise():
     """An nn.Module model read as the scratch model (``.params``): the error's text names the mistake."""
     entries = {m.key: m for m in rnn_concise.grader_misconceptions(None)}
-    error = "AttributeError: 'RNNModel' object has no attribute 'params' at rnn_concise.py, line 30, in begin_state"
+    error = "AttributeError: 'RNNModel' object has no attribute 'params' at rnn_concise.py:30 in begin_state"
     evidence = Evidence("rnn_concise.train", {"train": {"error": error}, "cpu": {}, "devices": {}}, {}, "error", "")
     claims = [key for key, entry in entries.items() if _claims(entry, evidence)]
     assert claims == ["rnn_concise.params-of-a-module"]

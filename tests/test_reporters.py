@@ -191,7 +191,7 @@ def make_diagnosed_report() -> GradingReport:
                       "access saved tensors after they have already been freed). Saved intermediate values of the "
                       "graph are freed when you call .backward() or autograd.grad(). Specify retain_graph=True if "
                       "you need to backward through the graph a second time or if you need to access saved tensors "
-                      "after calling backward. at rnn_scratch.py, line 40, in rnn: H.backward() "
+                      "after calling backward. at rnn_scratch.py:40 in rnn: H.backward() "
                       "(hint: detach the carried state instead of keeping its graph)"),
     )
     training = (
@@ -478,20 +478,20 @@ def test_html_opens_the_figures_of_failing_checks(diagnosed):
 
 def test_hint_first_puts_the_hint_before_the_quoted_error():
     message = ("rnn raised RuntimeError: Expected all tensors to be on the same device, but found at least two "
-               "devices, cpu and meta! Other sentence. at rnn_scratch.py, line 37, in rnn: H = X @ W "
+               "devices, cpu and meta! Other sentence. at rnn_scratch.py:37 in rnn: H = X @ W "
                "(hint: create every tensor on the device you were given)")
     told = hint_first(message)
     assert told == ("rnn raised an error: create every tensor on the device you were given. torch said "
                     "(RuntimeError): Expected all tensors to be on the same device, but found at least two devices, "
-                    "cpu and meta! (at rnn_scratch.py, line 37, in rnn: H = X @ W)")
+                    "cpu and meta! (at rnn_scratch.py:37 in rnn: H = X @ W)")
     assert hint_first(told) == told
     # a check's own "; what to do" after the line the error was raised on
-    own = ("forward raised TypeError: bad operand; really at rnn_concise.py, line 3, in forward: y = f(x); "
+    own = ("forward raised TypeError: bad operand; really at rnn_concise.py:3 in forward: y = f(x); "
            "one-hot encode the tokens")
     assert hint_first(own) == ("forward raised an error: one-hot encode the tokens. Python said (TypeError): bad "
-                               "operand; really (at rnn_concise.py, line 3, in forward: y = f(x))")
+                               "operand; really (at rnn_concise.py:3 in forward: y = f(x))")
     for plain in ("ZeroDivisionError: division by zero", "outputs differ; check H", RELU_WORDING,
-                  "rnn raised ValueError: no hint here at f.py, line 2, in rnn: x",
+                  "rnn raised ValueError: no hint here at f.py:2 in rnn: x",
                   "rnn raised an error: detach the state. torch said (RuntimeError): Trying to backward (at f.py, "
                   "line 2, in rnn: x)"):
         assert hint_first(plain) == plain

@@ -19,7 +19,8 @@ def test_syntax_error_costs_only_that_file(grading, submission):
     folder = submission({"grad_clipping.py": "from grader import hookimpl\n\n@hookimpl\ndef grad_clipping(net, theta)\n    pass\n"})
     report = grading(folder)
     assert "SyntaxError" in problems_of(report)["grad_clipping.py"]
-    assert "line 4" in problems_of(report)["grad_clipping.py"]
+    assert "at grad_clipping.py:4" in problems_of(report)["grad_clipping.py"]
+    assert [p.where for p in report.problems if p.severity == "error"] == ["grad_clipping.py:4"]  # file:line, which terminals make a link
     assert lost(report) == {"grad_clipping": 10}
     assert all(c.status == "not_implemented" for c in by_exercise(report)["grad_clipping"].checks)
     # train_epoch.py imports the broken file; the reference stands in so train_epoch is still graded

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 import math
 from typing import Any, Callable, Optional
 
@@ -30,7 +31,7 @@ from grader.checks.reference_runs import EPOCHS, default_setup, reference_traini
 from grader.corpus import corpus_facts, corpus_spec
 from grader.definitions import Check, Probe
 from grader.figures import perplexity_chart, rounded
-from grader.hints import Hint, explain_error
+from grader.hints import LOCATION, Hint, explain_error
 from grader.plugins import reference_hooks
 from grader.results import Verdict
 from grader.replay import Malformed, Replay, as_tensor, inconsistent, initial_params, minibatches, replay
@@ -470,7 +471,7 @@ def _detach_fix(layer: str) -> str:
 def _torch_text(error: str, phrase: str) -> str:
     """The quoted error up to the sentence holding ``phrase``, with where it was raised; torch's advice left out."""
     text, at, where = error.rpartition(" at ")
-    if not at or ".py, line " not in where:
+    if not at or not re.match(LOCATION, where):
         text, at, where = error, "", ""
     cut = text.find(".", text.find(phrase) + len(phrase) - 1)
     return (text[:cut + 1] if cut >= 0 else text) + (at + where if at else "")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import re
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -30,7 +31,8 @@ from grader.judge.verdicts import decode, verdict_for
 from grader.protocol import DEFAULT_LIMITS, Limits, Request, Status
 from grader.registry import file_name
 from grader.secret import submission_secret
-from grader.results import ERROR, INTEGRITY, NOT_IMPLEMENTED, PASSED, SKIPPED, CheckResult, ExerciseResult, GradingReport, Verdict
+from grader.results import (ERROR, INTEGRITY, NOT_IMPLEMENTED, PASSED, SKIPPED, CheckResult, ExerciseResult, FileProblem,
+                            GradingReport, Verdict)
 
 #: requests queued at the runner at once: the next is staged while one runs
 WINDOW = 2
@@ -190,7 +192,9 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
             verdict = Verdict(ERROR, f"not run: {check.hook} already ran out of time in '{out_of_time[check.hook]}'")
             result = _record(check, verdict)
         elif result is None:
-            verdict = Verdict(NOT_IMPLEMENTED, f"{check.hook} is not implemented (no @hookimpl def {check.hook}(...) found)")
+            broken = file_problem_of(check, files, problems)
+            verdict = (Verdict(ERROR, _not_graded(check.hook, broken)) if broken is not None else
+                       Verdict(NOT_IMPLEMENTED, f"{check.hook} is not implemented (no @hookimpl def {check.hook}(...) found)"))
             result = _record(check, verdict)
         if check.exercise in flagged:
             result = replace(result, points=0.0, status=INTEGRITY,
@@ -272,6 +276,37 @@ def _not_run_here(check: Check, config: RunConfig) -> CheckResult:
     missing = " or ".join(d.upper() if d == "cuda" else d for d in config.missing_devices)
     message = f"not run: this machine has no {missing} device; it runs where the grading machine has one"
     return replace(_record(check, Verdict(SKIPPED, message)), points=0.0, max_points=0.0)
+
+
+def file_problem_of(check: Check, files: dict[str, str], problems: Iterable[FileProblem]) -> Optional[FileProblem]:
+    """The error that kept the file defining ``check``'s hook from being used, if that is why the hook is missing.
+
+    The file is one whose text defines the hook (read, never run), or the exercise's own file when the grader
+    could not read it at all (too large, not UTF-8): its checks are then an error, not "not implemented".
+    """
+    errors: dict[str, list[FileProblem]] = {}
+    for problem in problems:
+        if problem.severity == "error":
+            errors.setdefault(problem.path, []).append(problem)
+    defines = re.compile(rf"^[ \t]*(?:async[ \t]+)?def[ \t]+{re.escape(check.hook)}[ \t]*\(", re.M)
+    for name in sorted(errors):
+        source = files.get(name)
+        if source is None or not defines.search(source):
+            continue
+        # about this function ('rnn' must accept 3 arguments), else about the whole file (its import failed),
+        # never about another function of the file
+        own = [p for p in errors[name] if f"'{check.hook}'" in p.message]
+        whole = [p for p in errors[name] if not p.message.startswith("'")]
+        if own or whole:
+            return (own or whole)[0]
+    own_file = file_name(check.exercise)
+    return errors[own_file][0] if own_file in errors and own_file not in files else None
+
+
+def _not_graded(hook: str, broken: FileProblem) -> str:
+    if broken.message.startswith("'"):  # about the function itself: "'rnn' must accept 3 arguments ..."
+        return f"not graded: {broken.where}: {broken.message}"
+    return f"not graded: {hook} is in {broken.path}, which {broken.message}"
 
 
 def hook_locations(files: dict[str, str], where: dict[str, str]) -> dict[str, tuple[str, int]]:

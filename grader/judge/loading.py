@@ -238,7 +238,7 @@ def _find_broken(files: dict[str, str], runner: Runner, timeout: float, failed: 
             why = "was not tried: the other files' imports used up the time for loading"
         else:
             continue
-        broken[name] = f"importing it {why}; it was not graded"
+        broken[name] = f"could not be imported: it {why}; it was not graded"
     return broken
 
 
@@ -258,5 +258,10 @@ def _outcome(decoded: Decoded) -> tuple[dict[str, str], list[FileProblem]]:
         return {}, [FileProblem(".", f"the submission could not be loaded: {decoded.value.get('error', 'unknown error')}")]
     data = decoded.value["value"]
     where = {str(k): str(v) for k, v in dict(data["where"]).items()}
-    problems = [FileProblem(str(p[0]), str(p[1]), str(p[2])) for p in data["problems"]]
+    problems = [FileProblem(str(p[0]), str(p[1]), str(p[2]), _line(p[3:])) for p in data["problems"]]
     return where, problems
+
+
+def _line(rest: list) -> int:
+    """A problem's line as the runner sent it (a reply is believed only as far as its shape)."""
+    return rest[0] if rest and type(rest[0]) is int and 0 <= rest[0] < 10_000_000 else 0

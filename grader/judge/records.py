@@ -69,7 +69,7 @@ def graded(entry: Any, fingerprint: str, key: str, report: GradingReport, report
         message = "ran out of time in " + ", ".join(report.timed_out)
     elif any(p.severity == "error" for p in report.problems):
         status = LOAD_ERROR
-        message = "; ".join(f"{p.path}: {p.message}" for p in report.problems if p.severity == "error")
+        message = "; ".join(f"{p.where}: {p.message}" for p in report.problems if p.severity == "error")
     else:
         status, message = GRADED, ""
     checks = [{"id": c.check_id, "exercise": c.exercise, "title": c.title, "status": c.status,

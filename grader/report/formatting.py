@@ -11,7 +11,7 @@ import math
 import re
 from typing import Any, Optional
 
-from grader.hints import PYTHON_ERRORS
+from grader.hints import LOCATION, PYTHON_ERRORS
 from grader.prose import shorten
 from grader.results import ERROR, FAILED, INTEGRITY, NOT_IMPLEMENTED, PASSED, SKIPPED
 
@@ -159,12 +159,12 @@ TORCH_ADVICE = (
     re.compile(r"\s*Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions\.?"),
 )
 
-# "<who> raised <Type>: <error text>[ at file.py, line N, in f: code][ (hint: ...) | ; what to do]"
+# "<who> raised <Type>: <error text>[ at file.py:N in f: code][ (hint: ...) | ; what to do]"
 _RAISED = re.compile(
     r"^(?P<who>.*?) raised (?P<type>[A-Za-z_][\w.]*(?:Error|Exception|Warning|Exit|Interrupt)): (?P<rest>.+)$", re.S)
 _HINT_MARK = " (hint: "
-# where the runner says the error was raised: " at file.py, line 12, in rnn: <the line>"
-_LOCATION = re.compile(r" at [^ ]+\.py, line \d+(?:, in [\w<>.]+)?")
+# where the runner says the error was raised: " at file.py:12 in rnn: <the line>"
+_LOCATION = re.compile(rf" at {LOCATION}(?: in [\w<>.]+)?")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(\[])")
 
 

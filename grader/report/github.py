@@ -177,7 +177,7 @@ def step_summary(report: GradingReport, course: Any = None) -> str:
     lines += [" · ".join(about) + ".", ""]
     if report.problems:
         lines.append("**Problems with your files:**")
-        lines += [f"- {markdown_text(p.severity, 20)}: {markdown_text(p.path, 200)}: {markdown_text(p.message, 500)}"
+        lines += [f"- {markdown_text(p.severity, 20)}: {markdown_text(p.where, 200)}: {markdown_text(p.message, 500)}"
                   for p in report.problems]
         lines.append("")
     if checks:
@@ -245,9 +245,6 @@ def _check_message(check: CheckResult) -> str:
     return trim("\n\n".join(parts), _ANNOTATION_CHARS)
 
 
-_LINE_IN_MESSAGE = re.compile(r"\bline (\d+)\b")
-
-
 def annotations(report: GradingReport, workspace: Optional[str] = None) -> list[str]:
     """The workflow commands to print: at most :data:`MAX_ANNOTATIONS`, the most useful first."""
 
@@ -262,10 +259,9 @@ def annotations(report: GradingReport, workspace: Optional[str] = None) -> list[
             title="Untrustworthy result"))
     for problem in report.problems:
         file = None if problem.path in ("", ".") else problem.path
-        line = _LINE_IN_MESSAGE.search(problem.message or "")
         found.append(workflow_command(
             "error" if problem.severity == "error" else "warning", one_line(problem.message, _ANNOTATION_CHARS),
-            file=where(file), line=line.group(1) if line and file else None,
+            file=where(file), line=problem.line if problem.line > 0 and file else None,
             title=f"{one_line(problem.path, 200)}: problem with this file"))
     todo: dict[tuple[Optional[str], Optional[int], str], list[CheckResult]] = {}
     for exercise in report.exercises:

@@ -118,7 +118,7 @@ def _summary(report: GradingReport) -> str:
     if report.problems:
         lines.append("File problems:")
         lines += [
-            f"  {p.severity}: {one_line(p.path, 1000)}: {one_line(p.message, 1000)}" for p in report.problems
+            f"  {p.severity}: {one_line(p.where, 1000)}: {one_line(p.message, 1000)}" for p in report.problems
         ]
     lines += [f"Note: {one_line(n, 1000)}" for n in report.notices]
     if report.configuration:

@@ -483,7 +483,7 @@ def build_context(report: GradingReport) -> dict[str, Any]:
         "counts": _counts_view([c.status for c in report.all_checks()]),
         "problems": [
             {
-                "path": one_line(p.path, 1000),
+                "path": one_line(p.where, 1000),
                 "message": trim(clean_text(p.message).strip(), _MESSAGE_CHARS),
                 "severity": "warning" if p.severity == "warning" else "error",
             }

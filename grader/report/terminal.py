@@ -11,6 +11,8 @@ exist when it says where they were written.
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import sys
 import textwrap
@@ -169,7 +171,7 @@ def format_summary(
             style = ERROR if problem.severity == "error" else "warning"
             lines.append(
                 f"{_INDENT}{paint(severity, style)}  "
-                f"{one_line(problem.path, 1000)}: {one_line(problem.message, MESSAGE_LIMIT)}"
+                f"{one_line(problem.where, 1000)}: {one_line(problem.message, MESSAGE_LIMIT)}"
             )
 
     titles = {c.check_id: one_line(c.title, MESSAGE_LIMIT) for c in report.all_checks()}
@@ -190,7 +192,7 @@ def format_summary(
         lines.append(f"Note: {one_line(notice, 1000)}")
     for label, path in written:
         lines.append(f"{label}: {path}")
-    return "\n".join(lines) + "\n"
+    return with_paths("\n".join(lines) + "\n", report.submission)
 
 
 def _write(stream: TextIO, text: str) -> None:
@@ -202,6 +204,33 @@ def _write(stream: TextIO, text: str) -> None:
         stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
     stream.flush()
 
+
+
+# "rnn_scratch.py:12" where it is not already part of a longer path
+_FILE_LINE = re.compile(r"(?<![\w/.-])([\w.-]+\.py):(\d+)\b")
+
+
+def with_paths(text: str, submission: str) -> str:
+    """``text`` with each ``file.py:LINE`` of a submission file given as a path from the working directory
+    (``exercises/rnn_scratch.py:12``), which terminals and editors open at that line."""
+    if not submission:
+        return text
+    folder = Path(submission)
+    try:
+        shown = os.path.relpath(folder)
+    except ValueError:  # another drive (Windows)
+        shown = str(folder)
+    if shown.startswith(os.pardir + os.sep + os.pardir):
+        shown = str(folder)
+    known: dict[str, bool] = {}
+
+    def linked(match: "re.Match[str]") -> str:
+        name = match[1]
+        if name not in known:
+            known[name] = (folder / name).is_file()
+        return f"{os.path.join(shown, name)}:{match[2]}" if known[name] and shown != os.curdir else match[0]
+
+    return _FILE_LINE.sub(linked, text)
 
 class TerminalReporter:
     """Plugin object that prints the summary to ``stream`` (``sys.stdout`` at call time by default)."""

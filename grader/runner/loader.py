@@ -39,15 +39,15 @@ class LoadedSubmission:
     hooks: dict[str, Callable] = field(default_factory=dict)
     #: hook name -> file name that implements it
     where: dict[str, str] = field(default_factory=dict)
-    #: (file name, message, severity)
-    problems: list[tuple[str, str, str]] = field(default_factory=list)
+    #: (file name, message, severity, line or 0)
+    problems: list[tuple[str, str, str, int]] = field(default_factory=list)
     modules: list[Any] = field(default_factory=list)
     #: hooks some file marks @hookimpl (used or not), and hook -> (file, line) of a same-named function without the marker
     marked: set[str] = field(default_factory=set)
     unmarked: dict[str, tuple[str, int]] = field(default_factory=dict)
 
-    def problem(self, path: str, message: str, severity: str = "error") -> None:
-        self.problems.append((path, message, severity))
+    def problem(self, path: str, message: str, severity: str = "error", line: int = 0) -> None:
+        self.problems.append((path, message, severity, line))
 
 
 def _positional_arity_ok(func: Callable, nargs: int) -> bool:
@@ -113,13 +113,14 @@ def load_submission(folder: Path, reference: Optional[dict[str, Callable]] = Non
                 loaded.problem(path.name, f"imports {origin}, which could not be loaded; the reference's functions "
                                           f"stood in for it so that {path.name} could still be graded", "warning")
                 continue
-            loaded.problem(path.name, f"could not be imported because {origin} failed: {describe_exception(exc, folder)}")
+            loaded.problem(path.name, f"could not be imported because {origin} failed: {describe_exception(exc, folder)}",
+                           line=_line_in(exc, path))
     else:
         for stem, (path, exc) in dependent.items():
-            loaded.problem(path.name, f"could not be imported: {describe_exception(exc, folder)}")
+            loaded.problem(path.name, f"could not be imported: {describe_exception(exc, folder)}", line=_line_in(exc, path))
     for stem in broken:
         path, exc = failed[stem]
-        loaded.problem(path.name, f"could not be imported: {describe_exception(exc, folder)}")
+        loaded.problem(path.name, f"could not be imported: {describe_exception(exc, folder)}", line=_line_in(exc, path))
     _warn_unmarked(loaded)
     return loaded
 
@@ -132,9 +133,9 @@ def _warn_unmarked(loaded: LoadedSubmission) -> None:
             continue
         loaded.problem(
             filename,
-            f"'{name}' on line {line} is not marked @hookimpl, so it was not graded: put `@hookimpl` on the "
+            f"'{name}' is not marked @hookimpl, so it was not graded: put `@hookimpl` on the "
             "line above it (and `from grader import hookimpl` at the top)",
-            severity="warning",
+            severity="warning", line=line,
         )
 
 
@@ -167,6 +168,14 @@ def _import_file(loaded: LoadedSubmission, path: Path, pm: Any, failed: dict) ->
     loaded.modules.append(module)
     _collect_hooks(loaded, module, path.name, pm)
     return True
+
+
+def _line_in(exc: BaseException, path: Path) -> int:
+    """The line of ``path`` where its import failed: a syntax error's, else its newest frame's (0: none)."""
+    if isinstance(exc, SyntaxError) and exc.filename == str(path) and exc.lineno:
+        return int(exc.lineno)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+    return int(frames[-1].lineno or 0) if frames else 0
 
 
 def _origin(exc: BaseException, folder: Path) -> Optional[str]:
@@ -211,7 +220,8 @@ def _collect_hooks(loaded: LoadedSubmission, module: Any, filename: str, pm: Any
         if name not in EXERCISE_HOOKS:
             close = suggest_hook(name)
             hint = f"; did you mean '{close}'?" if close else f"; the hooks are: {', '.join(EXERCISE_HOOKS)}"
-            loaded.problem(filename, f"'{name}' is marked @hookimpl but is not a hook of this course{hint}")
+            loaded.problem(filename, f"'{name}' is marked @hookimpl but is not a hook of this course{hint}",
+                           line=_first_line(obj))
             continue
         loaded.marked.add(name)
         spec_args = pm.hook.__dict__[name].spec.argnames
@@ -219,6 +229,7 @@ def _collect_hooks(loaded: LoadedSubmission, module: Any, filename: str, pm: Any
             loaded.problem(
                 filename,
                 f"'{name}' must accept {len(spec_args)} arguments ({', '.join(spec_args)}); it was not used",
+                line=_first_line(obj),
             )
             continue
         if name in loaded.hooks:
@@ -226,11 +237,16 @@ def _collect_hooks(loaded: LoadedSubmission, module: Any, filename: str, pm: Any
                 filename,
                 f"'{name}' is also implemented in {loaded.where[name]}; the one in {loaded.where[name]} is graded. "
                 "Keep a single implementation.",
-                severity="warning",
+                severity="warning", line=_first_line(obj),
             )
             continue
         loaded.hooks[name] = obj
         loaded.where[name] = filename
+
+
+def _first_line(obj: Any) -> int:
+    code = getattr(obj, "__code__", None) or getattr(getattr(obj, "__func__", None), "__code__", None)
+    return int(getattr(code, "co_firstlineno", 0) or 0)
 
 
 def isolate(loaded: LoadedSubmission, keep: set[str], reference: dict[str, Callable]) -> None:

@@ -30,19 +30,22 @@ def student_frames(tb: Any, folder: Path) -> list[str]:
         if frame.filename.startswith(folder_str):
             name = Path(frame.filename).name
             code = f": {frame.line.strip()}" if frame.line else ""
-            lines.append(f"{name}, line {frame.lineno}, in {frame.name}{code}")
+            lines.append(f"{name}:{frame.lineno} in {frame.name}{code}")
     return lines
 
 
 def describe_exception(exc: BaseException, folder: Path) -> str:
-    """``"Type: message at file.py, line N, in f: code"`` with the newest student frame."""
+    """``"Type: message at file.py:N in f: code"`` with the newest student frame (``file.py:N``: the form
+    terminals and editors turn into a link)."""
     try:
         text = f"{type(exc).__name__}: {exc}"
     except Exception:  # a student exception whose __str__ itself fails
         text = type(exc).__name__
-    if isinstance(exc, SyntaxError) and exc.lineno:
-        text = f"SyntaxError: {exc.msg} (line {exc.lineno})"
     frames = student_frames(exc.__traceback__, folder)
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        text = f"{type(exc).__name__}: {exc.msg}"
+        if str(exc.filename or "").startswith(str(folder)):  # the error is in this file, not in a frame of it
+            frames = [f"{Path(exc.filename).name}:{exc.lineno}" + (f": {exc.text.strip()}" if exc.text else "")]
     where = f" at {frames[-1]}" if frames else ""
     own = GRADER_OWN if not frames and raised_by_grader(exc, folder) else ""
     return shorten(own + shorten(text, 2000) + where, 2400)

@@ -22,6 +22,7 @@ from grader import hookimpl
 from grader.compare import recurrence_tolerance
 from grader.definitions import Evidence, Misconception
 from grader.fixtures import rnn_case
+from grader.hints import LOCATION
 from grader.judge.misconceptions import close_to, values
 from grader.wire import TensorData
 
@@ -171,8 +172,8 @@ def _stacked(evidence: Evidence) -> bool:
     if isinstance(outputs, TensorData):
         return tuple(outputs.shape) == (T, B, V)
     found = STACKED_BROADCAST.search(evidence.message)
-    # a location ("at rnn_scratch.py, line 12") would mean the student's own code raised it
-    return bool(found) and (int(found[1]), int(found[2])) == (B, T * B) and ", line " not in evidence.message
+    # a location ("at rnn_scratch.py:12") would mean the student's own code raised it
+    return bool(found) and (int(found[1]), int(found[2])) == (B, T * B) and not re.search(LOCATION, evidence.message)
 
 
 # ----------------------------------------------------------------- get_params
