@@ -32,6 +32,7 @@ from __future__ import annotations
 import ast
 import builtins
 import re
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping, Optional, Sequence, Union
 
@@ -167,8 +168,10 @@ def read_cells(raw: Union[bytes, str], name: str = "notebook.ipynb") -> tuple[in
     except UnicodeDecodeError:
         raise NotebookError(f"{name} is not UTF-8 text; open it in Jupyter and save it again") from None
     try:
-        # nbformat logs schema problems by default; captured instead, and the cells checked below
-        notebook = nbformat.reads(text, as_version=4, capture_validation_error={})
+        # nbformat logs and warns about schema problems (a missing cell id); captured, and the cells checked below
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            notebook = nbformat.reads(text, as_version=4, capture_validation_error={})
         cells = list(notebook.cells)
     except Exception as exc:  # noqa: BLE001 - nbformat raises many kinds on a broken file; each is the same to a student
         why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
