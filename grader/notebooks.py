@@ -231,7 +231,10 @@ def convert(cells: Iterable[Cell], name: str = "") -> Converted:
         if KEEP_TAG in cell.tags:
             keep = [True] * len(tree.body)
         else:
-            keep = [_defines(stmt, defined) for stmt in tree.body]
+            seen, keep = set(defined), []
+            for stmt in tree.body:  # in order: a statement may read what the one before defined
+                keep.append(_defines(stmt, seen))
+                seen |= bound_names(stmt) if keep[-1] else set()
             keep = _whole_lines(tree.body, keep)
         for stmt, kept in zip(tree.body, keep):
             if kept:

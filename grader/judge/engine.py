@@ -104,6 +104,9 @@ def plan(pm: Any, config: RunConfig) -> Plan:
     if config.course is not None:
         checks, exercises = config.course.apply(checks, all_exercises, elsewhere)
         elsewhere, _ = config.course.apply(elsewhere, all_exercises, checks)
+    if config.only_exercises:  # check("rnn") in a notebook: that exercise's checks alone
+        exercises = [ex for ex in exercises if ex.name in config.only_exercises]
+        checks = [c for c in checks if c.exercise in config.only_exercises]
     order = {ex.name: i for i, ex in enumerate(exercises)}
     checks = [c for c in checks if config.hidden or not c.hidden]
     checks.sort(key=lambda c: order[c.exercise])  # stable: keeps each plugin's own order
