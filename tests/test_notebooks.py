@@ -109,10 +109,27 @@ def test_a_real_py_file_wins_over_a_notebook_of_the_same_name(tmp_path, grading)
     for path in REFERENCE.glob("*.py"):
         if path.name != "__init__.py":
             (folder / path.name).write_text(path.read_text())
+    write_notebook(folder / "explore.ipynb", book_notebook(rnn_cell=SWAPPED))  # a scratchpad beside the exercises
     report = grading(folder)
     assert report.points == report.max_points
     assert any(p.path == "rnn_scratch.ipynb" and "rnn_scratch.py beside it" in p.message and p.severity == "warning"
                for p in report.problems), report.problems
+    assert any(p.path == "explore.ipynb" and "`grade explore.ipynb`" in p.message and p.severity == "warning"
+               for p in report.problems), report.problems
+
+
+def test_staging_prefers_a_folder_of_py_files_to_a_notebook_above_it(tmp_path):
+    from grader.judge.intake import discover
+    from grader.judge.staging import stage
+
+    root = tmp_path / "subs"
+    write_notebook(root / "alice" / "notes.ipynb", book_notebook())
+    (root / "alice" / "exercises").mkdir()
+    (root / "alice" / "exercises" / "rnn_scratch.py").write_text("A = 1\n")
+    write_notebook(root / "bob" / "work" / "hw.ipynb", book_notebook())
+    staged = {entry.student: stage(entry, tmp_path / "staged" / entry.student) for entry in discover(root).entries}
+    assert sorted(p.name for p in staged["alice"].folder.iterdir()) == ["rnn_scratch.py"]
+    assert sorted(p.name for p in staged["bob"].folder.iterdir()) == ["hw.ipynb"]
 
 
 @pytest.mark.skipif(not HAS_D2L, reason="d2l is not installed here")

@@ -19,12 +19,15 @@ from grader.judge.runners import Runner
 from grader.judge.verdicts import SIGNALS, Decoded, decode
 from grader.notebooks import NOTEBOOK_LIMIT, Converted, NotebookError, module_name, notebook_to_python
 from grader.protocol import DEFAULT_LIMITS, MiB, Reply, Request, Status
+from grader.registry import EXERCISES, file_name
 from grader.results import FileProblem
 
 #: largest submission file, and all files together, that the grader accepts
 FILE_LIMIT, SUBMISSION_LIMIT = 1 * MiB, 4 * MiB
 #: most .py files graded from one submission; the rest are named in one problem
 MAX_FILES = 32
+#: the exercises' own file names (rnn_scratch.py, ...)
+EXERCISE_FILES = tuple(file_name(exercise.name) for exercise in EXERCISES)
 #: files graded: modules, and notebooks converted to modules
 GRADED_SUFFIXES = (".py", ".ipynb")
 #: seconds a submission's files may take to import
@@ -64,6 +67,8 @@ def read_graded(folder: Path) -> tuple[dict[str, str], list[FileProblem], dict[s
         except OSError as exc:
             return files, [FileProblem(".", f"the folder cannot be read: {exc.strerror}")], notebooks
     py_names = {n for n in names if n.endswith(".py")}
+    # as on Gradescope: beside the exercises' own .py files, a notebook is a scratchpad unless named after one
+    exercise_files = py_names & set(EXERCISE_FILES)
     total, taken, left_out = 0, 0, []
     for name in sorted(names, key=lambda n: (n.endswith(".ipynb"), n)):  # .py files first: they win a clash
         shown = printable_name(name)
@@ -74,6 +79,11 @@ def read_graded(folder: Path) -> tuple[dict[str, str], list[FileProblem], dict[s
         module = name
         if name.endswith(".ipynb"):
             module = module_name(name)
+            if exercise_files and module not in EXERCISE_FILES:
+                problems.append(FileProblem(name, "was not graded: the exercise files beside it are (a notebook counts "
+                                                  "beside them only when named after an exercise, e.g. rnn_scratch.ipynb); "
+                                                  f"to grade it, give it alone: `grade {name}`", "warning"))
+                continue
             if module in py_names or module in files:
                 what = f"{module} beside it is" if module in py_names else f"another notebook is graded as {module}"
                 problems.append(FileProblem(name, f"was not graded: {what} (a .py file wins over a notebook of the same "

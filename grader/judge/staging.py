@@ -215,10 +215,13 @@ def _walk(folder: Path, source: str, notes: list[str], nested: Optional[list[tup
 
 
 def _choose_folder(files: list[_File], notes: list[str]) -> tuple[str, ...]:
-    """The one folder graded: the top level if it has .py files, else the only, or the shallowest fullest, one."""
+    """The one folder graded: the top level if it has .py files, else the only, or the shallowest fullest, one
+    (counting notebooks when no folder has a .py file)."""
     counts: dict[tuple[str, ...], int] = {}
+    # folders with .py files first; notebooks decide only where there are none (a notes.ipynb beside exercises/)
+    graded = ".py" if any(f.parts[-1].endswith(".py") for f in files) else STAGED_SUFFIXES
     for f in files:
-        if f.parts[-1].endswith(STAGED_SUFFIXES):
+        if f.parts[-1].endswith(graded):
             counts[f.parts[:-1]] = counts.get(f.parts[:-1], 0) + 1
     chosen = () if () in counts else min(counts, key=lambda p: (len(p), -counts[p], p))
     others = [_shown(p) for p in sorted(counts) if p != chosen]
