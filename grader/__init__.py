@@ -20,4 +20,18 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 #: Marks a function in :mod:`grader.hookspecs` as a hook specification.
 hookspec = pluggy.HookspecMarker(PROJECT)
 
-__all__ = ["hookimpl", "hookspec", "__version__"]
+
+
+def check(name: "str | None" = None, path: "str | None" = None) -> "grader.jupyter.NotebookCheck":  # noqa: F821
+    """In a Jupyter notebook: grade the code this notebook's kernel ran, and show the result in the notebook.
+
+    ``check("rnn")`` grades the exercise of the function ``rnn`` (or name the exercise: ``"rnn_scratch"``);
+    ``check()`` grades every exercise; ``check("rnn", path="my.ipynb")`` grades a file or folder instead.
+    The code runs in separate processes, as with ``grade``, never in the notebook's kernel.
+    """
+    from grader.jupyter import check as check_notebook  # the judge's front-end, imported only when called
+
+    return check_notebook(name, path)
+
+
+__all__ = ["hookimpl", "hookspec", "check", "__version__"]

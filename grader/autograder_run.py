@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import tempfile
 import traceback
@@ -27,7 +26,7 @@ from grader.config import RunConfig
 from grader.judge import staging
 from grader.judge.intake import is_hidden, join_names
 from grader.judge.loading import printable_name
-from grader.notebooks import NotebookError, notebook_to_python
+from grader.notebooks import NOTEBOOK_LIMIT, NotebookError, module_name, read_cells
 from grader.report import gradescope
 from grader.report.terminal import format_summary
 from grader.results import GradingReport
@@ -38,8 +37,6 @@ ROOT_ENV = "AUTOGRADER_ROOT"
 SOURCE_NAME = "submission/"
 #: the exercises' file names, which decide which of a submission's files are graded
 EXERCISE_FILES = tuple(registry.file_name(exercise.name) for exercise in registry.EXERCISES)
-#: the largest notebook converted (outputs with images make notebooks large)
-NOTEBOOK_LIMIT = 16 * 1024 * 1024
 
 GRADER_FAILED = ("The autograder could not grade this submission: the grader failed, not your submission. "
                  "Please tell your instructor; the autograder's log says why.")
@@ -155,15 +152,16 @@ def find_submission(submission: Path, dest: Path) -> Found:
     Each exercise file (``rnn_scratch.py``...) comes from the shallowest folder holding it; the other
     ``.py`` files beside the graded ones come along (helpers they import). With no exercise file, the
     shallowest folder with the most ``.py`` files is graded. A single archive is opened when there is
-    no ``.py`` file (staging's rules and limits), and notebooks are converted (:mod:`grader.notebooks`).
+    no ``.py`` file (staging's rules and limits); notebooks count as the ``.py`` file they are graded as.
     """
     if not submission.is_dir():
         return Found(None, (), nothing_found(submission))
     files, notes, refused = staging.files_under(submission, SOURCE_NAME)
     if refused is not None:
         return Found(None, tuple(notes), refused[1])
-    candidates, converted, problems = _with_notebooks(files)
-    chosen, picked = pick(candidates, converted)
+    candidates, notebooks, problems = _with_notebooks(files)
+    chosen, picked = pick(candidates)
+    chosen = [notebooks.get(id(f), f) for f in chosen]  # a notebook is staged as itself, under its own name
     if not chosen:
         return Found(None, tuple(notes + problems), nothing_found(submission))
     dest.mkdir(parents=True)
@@ -177,25 +175,20 @@ def _shown(parts: tuple[str, ...]) -> str:
     return "/".join(map(printable_name, parts))
 
 
-def _module_name(notebook: str) -> str:
-    """The .py name a notebook is graded under: ``rnn_scratch.ipynb`` -> ``rnn_scratch.py``."""
-    stem = re.sub(r"\W", "_", notebook[: -len(".ipynb")]) or "notebook"
-    return ("nb_" + stem if stem[0].isdigit() else stem) + ".py"
-
-
-def _with_notebooks(files: list) -> tuple[list, dict[tuple[str, ...], str], list[str]]:
-    """The .py files, and each notebook as a .py file when it can be one.
+def _with_notebooks(files: list) -> tuple[list, dict[int, object], list[str]]:
+    """The .py files, and each notebook that can be read, as candidates under the .py name it is graded as.
 
     A notebook counts when it is named after an exercise, or when the submission has no exercise's
-    .py file at all; a .py file of the same name beside it wins. Returns the candidates, the notes on
-    the converted ones by their new path (said only if graded) and problems met reading notebooks.
+    .py file at all; a .py file of the same name beside it wins. The notebook itself is staged: the
+    grading converts it (:mod:`grader.notebooks`), so that messages name its cells. Returns the
+    candidates, each notebook candidate's file by ``id`` of the candidate, and problems met reading notebooks.
     """
     py = [f for f in files if f.parts[-1].endswith(".py") and f.parts[-1] != "__init__.py"]
     taken = {f.parts for f in py}
     exercise_py = any(f.parts[-1] in EXERCISE_FILES for f in py)
-    candidates, converted, problems = list(py), {}, []
+    candidates, notebooks, problems = list(py), {}, []
     for notebook in (f for f in files if f.parts[-1].endswith(".ipynb")):
-        name = _module_name(notebook.parts[-1])
+        name = module_name(notebook.parts[-1])
         parts = notebook.parts[:-1] + (name,)
         if (exercise_py and name not in EXERCISE_FILES) or parts in taken:
             continue
@@ -204,21 +197,18 @@ def _with_notebooks(files: list) -> tuple[list, dict[tuple[str, ...], str], list
             raw = notebook.read(NOTEBOOK_LIMIT)
             if len(raw) > NOTEBOOK_LIMIT:
                 raise NotebookError(f"{shown} is over {NOTEBOOK_LIMIT >> 20} MiB; clear its outputs and submit it again")
-            result = notebook_to_python(raw, shown)
+            read_cells(raw, shown)
         except (NotebookError, OSError) as exc:
             problems.append(f"not graded: {exc}")
             continue
-        data = result.source.encode("utf-8", "replace")
-        candidates.append(replace(notebook, parts=parts, size=len(data), read=lambda cap, data=data: data[: cap + 1]))
+        candidate = replace(notebook, parts=parts)
+        candidates.append(candidate)
+        notebooks[id(candidate)] = notebook
         taken.add(parts)
-        removed = f", {result.removed_lines} lines of IPython syntax (%, !) left out" if result.removed_lines else ""
-        converted[parts] = (f"the notebook {shown} was graded as {name}: its {result.cells} code cells in order"
-                            f"{removed}; code outside functions runs when it is loaded, so leave out long runs "
-                            "(training, downloads), or submit .py files")
-    return candidates, converted, problems
+    return candidates, notebooks, problems
 
 
-def pick(candidates: list, converted: dict[tuple[str, ...], str]) -> tuple[list, list[str]]:
+def pick(candidates: list) -> tuple[list, list[str]]:
     """The files graded, each under a distinct name, and notes saying which ones and from where."""
     ordered = sorted(candidates, key=lambda f: (len(f.parts), f.parts))  # shallowest first
     copies: dict[str, list] = {}
@@ -248,7 +238,6 @@ def pick(candidates: list, converted: dict[tuple[str, ...], str]) -> tuple[list,
     if left:
         notes.append(f"not graded: {join_names((_shown(f.parts) for f in left), 5)} (only the exercise files and "
                      "the files beside them are)")
-    notes += [converted[f.parts] for f in chosen.values() if f.parts in converted]
     return [chosen[name] for name in sorted(chosen)], notes
 
 

@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "whose functions are marked with `from grader import hookimpl`.",
         epilog="Exit status: 0 graded, 1 score below --fail-under, 2 usage error, 3 the grader could not run.",
     )
-    parser.add_argument("submission", nargs="?", type=Path, help="folder with your .py files (e.g. exercises/)")
+    parser.add_argument("submission", nargs="?", type=Path,
+                        help="folder with your .py files or notebooks (e.g. exercises/), or one notebook or .py file")
     parser.add_argument("--demo", action="store_true", help="grade a sample submission with two typical mistakes")
     parser.add_argument("--init", metavar="DIR", type=Path, help="copy the exercise skeletons into DIR and stop")
     parser.add_argument("--out", metavar="DIR", type=Path, help="write report.html and results.json (Gradescope) here")
@@ -140,16 +141,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     folder = DEMO_DIR if args.demo else args.submission
     if not folder.exists():
         return _usage(parser, f"{folder} does not exist")
-    if not folder.is_dir():
-        return _usage(parser, f"{folder} is a file; give the folder that holds your .py files")
-    if not any(folder.glob("*.py")):
+    single = folder.suffix in (".py", ".ipynb") and folder.is_file()  # `grade my.ipynb`: that file alone
+    if not folder.is_dir() and not single:
+        return _usage(parser, f"{folder} is a file; give the folder that holds your .py files (or one notebook "
+                              "or .py file: `grade my.ipynb`)")
+    if not single and not any(folder.glob("*.py")) and not any(folder.glob("*.ipynb")):
         from grader.judge.loading import no_py_files
 
         return _usage(parser, no_py_files(folder, str(folder)))
     if args.fail_under is not None and not 0 <= args.fail_under <= 100:
         return _usage(parser, "--fail-under takes a score from 0 to 100")
     # an authoritative grade never takes its configuration from the submission's own folder
-    places = (Path.cwd(),) if args.authoritative or args.demo else (folder, folder.parent, Path.cwd())
+    home = folder.parent if single else folder
+    places = (Path.cwd(),) if args.authoritative or args.demo else (home, home.parent, Path.cwd())
     config = _config(parser, args, places=places)
     if isinstance(config, int):
         return config

@@ -43,6 +43,8 @@ class RunConfig:
     junit_path: Optional[Path] = None
     #: folders of check modules loaded as plugins (``--plugins``, an instructor's pack)
     plugin_dirs: tuple[Path, ...] = ()
+    #: grade only these exercises (``check("rnn")`` in a notebook); empty: every exercise planned
+    only_exercises: tuple[str, ...] = ()
 
     def setting(self, check_id: str, key: str, default: Any) -> Any:
         """A check's tunable value (a threshold, a training budget): the course's, else ``default``.

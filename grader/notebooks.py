@@ -1,90 +1,510 @@
-"""A Jupyter notebook read as a Python module: its code cells in order, without IPython's own syntax.
+"""A Jupyter notebook read as a Python module the grader can load, with every line mapped back to its cell.
 
-Students sometimes submit the notebook they worked in. The grader loads ``.py`` files, so a notebook
-becomes one: every code cell in order, each line of IPython syntax (``%magic``, ``!shell``,
-``get_ipython()``) replaced by ``pass`` at its indentation (so a block stays valid), and a cell
-under a cell magic that is not Python (``%%bash``, ``%%writefile``) left out. Nothing else is
-changed: code outside functions still runs when the module is loaded.
+A notebook is read with ``nbformat`` (older formats are upgraded). Its code cells, in order, become one
+module, under these rules:
+
+- **IPython syntax is dropped**: ``%line magics``, ``!shell`` lines, ``x = !cmd``, ``?help`` and
+  ``get_ipython()`` lines; a cell under a cell magic that is not Python (``%%bash``, ``%%writefile``) is
+  left out; ``%%time``, ``%%timeit`` and ``%%capture`` lose their magic line and keep their body.
+- **Definitions are kept, work is left out.** Loading the module must not train or plot, as a script's
+  top-level work belongs under ``if __name__ == "__main__":``. Each top-level statement of a cell is kept
+  when it only defines something: an import, a ``def``, a ``class``, an ``if __name__ == "__main__":``
+  block, or an assignment whose value is simple (constants, names already defined, arithmetic, containers
+  of those, and calls of a few cheap constructors such as ``torch.device(...)``, ``nn.RNN(...)``, ``len``).
+  Any other statement (a call such as ``train_ch8(...)`` or ``d2l.plot(...)``, a loop, an assignment from
+  a function call such as ``vocab = load_data(...)``) is left out, and so is an assignment that reads a
+  name only left-out code defines. A function that uses such a name is named in a warning, since it would
+  fail when called.
+- **Imports nothing kept uses are left out**, so a plotting cell's ``import matplotlib.pyplot as plt`` does
+  not need matplotlib where the grading runs.
+- **Tags decide when the rule should not**: a cell tagged ``grader-skip`` is left out whole; one tagged
+  ``grader-keep`` is kept whole, as written (minus IPython syntax).
+- A cell that is not valid Python is kept as written, so the loader reports its syntax error at its line.
+
+Cells are numbered as a student sees them: the cell's position in the notebook, 1-based, counting every
+cell (markdown ones too): "cell 7, line 3". Cells taken from a kernel's input history are labelled by
+their execution count instead: "In [7], line 3". :meth:`Converted.where` turns a line of the generated
+module into that text, and :func:`point_at_notebooks` rewrites a whole report with it.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+import ast
+import builtins
+import re
+import warnings
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Mapping, Optional, Sequence, Union
 
-#: lines starting with these (after their indentation) are IPython's, not Python's
-IPYTHON_PREFIXES = ("%", "!", "get_ipython(")
+from grader.results import FileProblem, GradingReport
+
+#: a cell tagged so is left out whole, or kept whole, whatever the rule says
+SKIP_TAG, KEEP_TAG = "grader-skip", "grader-keep"
+#: the largest notebook read (outputs with images make notebooks large; only the code is graded)
+NOTEBOOK_LIMIT = 16 * 1024 * 1024
 #: cell magics whose body is plain Python: the magic line goes, the body stays
-PYTHON_CELL_MAGICS = ("%%time", "%%timeit", "%%capture")
+PYTHON_CELL_MAGICS = ("time", "timeit", "capture", "prun")
+#: calls cheap and free of side effects enough to keep in an assignment at the top level
+CHEAP_CALLS = frozenset({
+    "len", "range", "int", "float", "str", "bool", "tuple", "list", "dict", "set", "frozenset", "min", "max",
+    "abs", "round", "sum", "sorted", "zip", "enumerate", "repr", "namedtuple",
+    "collections.namedtuple", "functools.partial", "partial", "object",
+    "torch.device", "torch.tensor", "torch.zeros", "torch.ones", "torch.arange", "torch.linspace", "torch.randn",
+    "torch.rand", "torch.eye", "torch.empty", "torch.full", "torch.cuda.is_available", "torch.get_default_dtype",
+    "torch.manual_seed", "random.seed", "np.random.seed", "numpy.random.seed", "np.array", "numpy.array",
+    "warnings.filterwarnings", "warnings.simplefilter", "d2l.try_gpu", "d2l.try_all_gpus", "d2l.cpu", "d2l.gpu",
+})
+#: calls kept as statements of their own (seeding, warning filters): set-up, not work
+SETUP_CALLS = frozenset({"torch.manual_seed", "random.seed", "np.random.seed", "numpy.random.seed",
+                         "warnings.filterwarnings", "warnings.simplefilter", "torch.set_default_dtype"})
+#: prefixes of layer constructors (``nn.RNN(...)``, ``torch.nn.Linear(...)``): building one runs no work
+LAYER_PREFIXES = ("nn.", "torch.nn.")
+
+_BUILTINS = frozenset(dir(builtins)) | {"__name__", "__file__", "__doc__"}
+#: ``x = !ls``, ``files = %sx ls``: IPython's assignment from a shell or magic
+_MAGIC_ASSIGNMENT = re.compile(r"^[A-Za-z_][\w.]*(\s*,\s*[A-Za-z_][\w.]*)*\s*=\s*[%!]")
+#: ``name?``, ``name??``, ``?name``: IPython's help
+_HELP = re.compile(r"^(\?\??[\w.]*|[\w.]+\?\??)$")
 
 
 class NotebookError(ValueError):
-    """The file is not a notebook that can be read; the message says why."""
+    """The file is not a notebook that can be read; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A code cell: how the student sees it labelled, its source and its tags."""
+
+    label: str
+    source: str
+    tags: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
 class Converted:
-    """A notebook as Python source."""
+    """A notebook as one Python module, and where each of its lines came from."""
 
+    #: the notebook as shown in messages ("rnn.ipynb"; "" for a kernel's history)
+    name: str
     source: str
-    #: code cells used
+    #: per line of ``source`` (index 0 is line 1): (cell label, line in the cell), or None for a separator
+    lines: tuple[Optional[tuple[str, int]], ...]
+    #: code cells read
     cells: int
-    #: lines of IPython syntax replaced, and lines of cells left out
-    removed_lines: int
+    #: labels of code cells left out whole because they only run code at the top level
+    left_out: tuple[str, ...] = ()
+    #: labels of code cells of which some statements were left out
+    partly: tuple[str, ...] = ()
+    #: labels of cells tagged grader-skip, and of cells under a cell magic that is not Python
+    skipped: tuple[str, ...] = ()
+    magic_cells: tuple[str, ...] = ()
+    #: lines of IPython syntax dropped
+    magic_lines: int = 0
+    #: modules of imports left out because nothing kept uses them
+    unused_imports: tuple[str, ...] = ()
+    #: kept functions that use a name only left-out code defines
+    warnings: tuple[str, ...] = field(default=())
+
+    def where(self, line: int) -> str:
+        """Line ``line`` of the module as the student sees it: "rnn.ipynb, cell 7, line 3"."""
+        prefix = f"{self.name}, " if self.name else ""
+        if 1 <= line <= len(self.lines) and self.lines[line - 1] is not None:
+            label, number = self.lines[line - 1]  # type: ignore[misc]
+            return f"{prefix}{label}, line {number}"
+        after = [m for m in self.lines[max(line, 0):] if m is not None]
+        before = [m for m in self.lines[: max(min(line, len(self.lines)) - 1, 0)] if m is not None]
+        near = after[0] if after else before[-1] if before else None
+        return f"{prefix}{near[0]}" if near else (self.name or "the notebook")
+
+    def summary(self, module: str) -> str:
+        """What was graded and what was left out, for the report's notices."""
+        said = [f"{self.name or 'the notebook'} was graded as {module}: its {self.cells} code cells in order"]
+        if self.magic_lines or self.magic_cells:
+            said.append(f"IPython syntax dropped ({self.magic_lines} lines of %magics, !shell, ? or get_ipython()"
+                        + (f"; {join_labels(self.magic_cells)} under a cell magic that is not Python" if self.magic_cells else "")
+                        + ")")
+        if self.left_out or self.partly:
+            parts = ([f"{join_labels(self.left_out)} whole"] if self.left_out else []) + (
+                [f"some statements of {join_labels(self.partly)}"] if self.partly else [])
+            said.append(f"left out code that runs at the top level (training, plots, data loading): {' and '.join(parts)}; "
+                        f"only definitions are loaded, as from a script whose work sits under `if __name__ == \"__main__\":` "
+                        f"(tag a cell {KEEP_TAG} to keep it whole, {SKIP_TAG} to leave it out)")
+        if self.skipped:
+            said.append(f"{join_labels(self.skipped)} tagged {SKIP_TAG}, left out")
+        if self.unused_imports:
+            said.append(f"imports nothing kept uses left out: {', '.join(self.unused_imports[:5])}"
+                        + (f" and {len(self.unused_imports) - 5} more" if len(self.unused_imports) > 5 else ""))
+        return "; ".join(said)
 
 
-def notebook_to_python(raw: bytes, name: str = "notebook.ipynb") -> Converted:
-    """The code cells of the notebook ``raw`` (its file's bytes) as one Python module.
+def join_labels(labels: Sequence[str]) -> str:
+    """``cell 3``, ``cells 3, 5 and 9``, ``In [4] and In [6]``."""
+    labels = list(labels)
+    if labels and all(label.startswith("cell ") for label in labels):
+        numbers = [label[5:] for label in labels]
+        return "cell " + numbers[0] if len(numbers) == 1 else "cells " + ", ".join(numbers[:-1]) + " and " + numbers[-1]
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1] if labels else ""
 
-    :param name: the notebook's file name, for the header comment and messages
-    :raises NotebookError: not UTF-8 JSON, or not shaped like a notebook
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def module_name(notebook: str) -> str:
+    """The .py name a notebook is graded under: ``rnn.ipynb`` -> ``rnn.py``, ``RNN (1).ipynb`` -> ``RNN__1_.py``."""
+    stem = re.sub(r"\W", "_", notebook[: -len(".ipynb")] if notebook.endswith(".ipynb") else notebook) or "notebook"
+    return ("nb_" + stem if stem[0].isdigit() else stem) + ".py"
+
+
+def read_cells(raw: Union[bytes, str], name: str = "notebook.ipynb") -> tuple[int, list[Cell]]:
+    """The notebook's code cells, labelled "cell N" by position among all its cells, and how many cells it has.
+
+    :param raw: the file's bytes (or text)
+    :raises NotebookError: not UTF-8, not JSON, or not a notebook nbformat can read
     """
+    import nbformat  # the Jupyter project's reader; imported only when a notebook is graded
+
     try:
-        data = json.loads(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise NotebookError(f"{name} is not a readable notebook ({type(exc).__name__}: {exc}); "
-                            "save it again from Jupyter, or submit .py files") from None
-    cells = _cells(data)
-    if cells is None:
-        raise NotebookError(f"{name} is JSON but not a Jupyter notebook (it has no cells); submit .py files")
-    parts = [f"# {name} as Python: its code cells in order, IPython lines (%, !) replaced by pass\n"]
-    used = removed = 0
-    for number, cell in enumerate(cells, 1):
-        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+        text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError:
+        raise NotebookError(f"{name} is not UTF-8 text; open it in Jupyter and save it again") from None
+    try:
+        # nbformat logs and warns about schema problems (a missing cell id); captured, and the cells checked below
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            notebook = nbformat.reads(text, as_version=4, capture_validation_error={})
+        cells = list(notebook.cells)
+    except Exception as exc:  # noqa: BLE001 - nbformat raises many kinds on a broken file; each is the same to a student
+        why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise NotebookError(f"{name} is not a notebook Jupyter can open ({why}); open it in Jupyter and save it "
+                            "again, or submit .py files") from None
+    code = []
+    for position, cell in enumerate(cells, 1):
+        if not isinstance(cell, Mapping) or cell.get("cell_type") != "code":
             continue
-        lines = _text(cell.get("source", cell.get("input", ""))).splitlines()
-        if lines and lines[0].lstrip().startswith("%%"):
-            if not lines[0].lstrip().startswith(PYTHON_CELL_MAGICS):
-                removed += len(lines)  # %%bash, %%writefile...: not Python
-                continue
-            lines, removed = lines[1:], removed + 1
-        code = []
-        for line in lines:
-            stripped = line.lstrip()
-            if stripped.startswith(IPYTHON_PREFIXES):
-                code.append(line[: len(line) - len(stripped)] + "pass  # IPython line removed")
-                removed += 1
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else source if isinstance(source, str) else ""
+        metadata = cell.get("metadata")
+        tags = metadata.get("tags", ()) if isinstance(metadata, Mapping) else ()
+        tags = frozenset(t for t in tags if isinstance(t, str)) if isinstance(tags, (list, tuple)) else frozenset()
+        code.append(Cell(f"cell {position}", source.replace("\r\n", "\n").replace("\r", "\n"), tags))
+    return len(cells), code
+
+
+def notebook_to_python(raw: Union[bytes, str], name: str = "notebook.ipynb") -> Converted:
+    """The notebook ``raw`` (its file's bytes) as one module; see the module's docstring for the rules.
+
+    :raises NotebookError: the file is not a readable notebook
+    """
+    return convert(read_cells(raw, name)[1], name)
+
+
+# ---------------------------------------------------------------------------------------------- converting
+
+
+def convert(cells: Iterable[Cell], name: str = "") -> Converted:
+    """Code cells, in order, as one module with its line map."""
+    out: list[str] = []
+    lines: list[Optional[tuple[str, int]]] = []
+    left_out, partly, skipped, magic_cells = [], [], [], []
+    magic_lines, count = 0, 0
+    defined: set[str] = set(_BUILTINS)
+    kept_cells: list[tuple[Cell, list[str], list[ast.stmt], list[bool]]] = []
+    dropped_bound: dict[str, str] = {}  # name -> label of the left-out code that binds it
+    for cell in cells:
+        if not cell.source.strip():
+            continue
+        count += 1
+        if SKIP_TAG in cell.tags:
+            skipped.append(cell.label)
+            continue
+        body, dropped = strip_ipython(cell.source)
+        magic_lines += dropped
+        if body is None:
+            magic_cells.append(cell.label)
+            continue
+        cell_lines = body.split("\n")
+        try:
+            tree = ast.parse(body)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            kept_cells.append((cell, cell_lines, [], []))  # the loader reports the error at its line
+            continue
+        if KEEP_TAG in cell.tags:
+            keep = [True] * len(tree.body)
+        else:
+            seen, keep = set(defined), []
+            for stmt in tree.body:  # in order: a statement may read what the one before defined
+                keep.append(_defines(stmt, seen))
+                seen |= bound_names(stmt) if keep[-1] else set()
+            keep = _whole_lines(tree.body, keep)
+        for stmt, kept in zip(tree.body, keep):
+            if kept:
+                defined |= bound_names(stmt)
             else:
-                code.append(line)
-        used += 1
-        parts.append(f"\n# cell {number}\n" + "\n".join(code) + "\n")
-    return Converted("".join(parts), used, removed)
+                for bound in bound_names(stmt):
+                    dropped_bound.setdefault(bound, cell.label)
+        kept_cells.append((cell, cell_lines, tree.body, keep))
+    used = set()
+    for _, _, body, keep in kept_cells:
+        used |= {n for stmt, k in zip(body, keep) if k and not isinstance(stmt, (ast.Import, ast.ImportFrom))
+                 for n in loaded_names(stmt)}
+    unused: list[str] = []
+    warnings: list[str] = []
+    for cell, cell_lines, body, ruled in kept_cells:
+        keep = list(ruled)
+        for i, stmt in enumerate(body):
+            if keep[i] and isinstance(stmt, (ast.Import, ast.ImportFrom)) and not _import_used(stmt, used):
+                keep[i] = False
+                unused += ([a.name for a in stmt.names] if isinstance(stmt, ast.Import) else [stmt.module or "."])
+        if not all(ruled):  # the rule left out statements that run code
+            (partly if any(keep) else left_out).append(cell.label)
+        if body and not any(keep):
+            continue
+        dropped_lines = {n for stmt, k in zip(body, keep) if not k for n in _span(stmt)}
+        for stmt, k in zip(body, keep):
+            if k and isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                missing = sorted((free_names(stmt) & set(dropped_bound)) - defined)
+                if missing:
+                    warnings.append(f"{stmt.name} ({cell.label}) uses {', '.join(missing[:3])}, which only code left out "
+                                    f"of {dropped_bound[missing[0]]} defines, so calling it fails: pass it as an argument, "
+                                    f"define it with a simple value, or tag that cell {KEEP_TAG}")
+        out.append(f"# {cell.label}")
+        lines.append(None)
+        for number, text in enumerate(cell_lines, 1):
+            if number not in dropped_lines:
+                out.append(text)
+                lines.append((cell.label, number))
+    return Converted(name, "\n".join(out) + "\n", tuple(lines), count, tuple(left_out), tuple(partly),
+                     tuple(skipped), tuple(magic_cells), magic_lines, tuple(dict.fromkeys(unused)), tuple(warnings))
 
 
-def _cells(data: object) -> "list | None":
-    """The cells of notebook format 4, or of format 3's first worksheet."""
-    if not isinstance(data, dict):
-        return None
-    if isinstance(data.get("cells"), list):
-        return data["cells"]
-    sheets = data.get("worksheets")
-    if isinstance(sheets, list) and sheets and isinstance(sheets[0], dict) and isinstance(sheets[0].get("cells"), list):
-        return sheets[0]["cells"]
-    return None
+def strip_ipython(source: str) -> tuple[Optional[str], int]:
+    """The cell without IPython syntax (None when a cell magic makes it not Python), and the lines dropped.
+
+    Lines that are dropped become empty, so every line keeps its number. A cell that is valid Python as it
+    stands loses only its ``get_ipython()`` lines (a ``%`` in a string is not a magic).
+    """
+    lines = source.split("\n")
+    dropped = 0
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is not None and lines[first].lstrip().startswith("%%"):
+        magic = lines[first].lstrip()[2:].split(None, 1)[0] if lines[first].lstrip()[2:].strip() else ""
+        if magic not in PYTHON_CELL_MAGICS:
+            return None, len([line for line in lines if line.strip()])
+        lines[first], dropped = "", 1
+    try:
+        ast.parse("\n".join(lines))
+        valid = True
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        valid = False
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("get_ipython(") or (not valid and _ipython_line(stripped)):
+            indent = line[: len(line) - len(line.lstrip())]
+            lines[i] = indent + "pass" if indent else ""  # inside a block, a statement keeps it valid
+            dropped += 1
+    return "\n".join(lines), dropped
 
 
-def _text(source: object) -> str:
-    """A cell's source, stored as one string or as a list of lines."""
-    if isinstance(source, list):
-        return "".join(item for item in source if isinstance(item, str))
-    return source if isinstance(source, str) else ""
+def _ipython_line(stripped: str) -> bool:
+    return bool(stripped) and (stripped.startswith(("%", "!")) or bool(_MAGIC_ASSIGNMENT.match(stripped))
+                               or bool(_HELP.match(stripped)))
+
+
+# ---------------------------------------------------------------------------------------------- the rule
+
+
+def _defines(stmt: ast.stmt, defined: set[str]) -> bool:
+    """Does the top-level statement only define something (kept), rather than run work (left out)?"""
+    if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Pass)):
+        return True
+    if isinstance(stmt, ast.If):
+        if _is_main_guard(stmt.test):
+            return True  # never runs when the module is imported
+        return _cheap(stmt.test, defined) and _all_define(stmt.body + stmt.orelse, defined)
+    if isinstance(stmt, ast.Try):
+        handlers_ok = all(h.type is None or _cheap(h.type, defined) for h in stmt.handlers)
+        return handlers_ok and _all_define(stmt.body + stmt.orelse + stmt.finalbody
+                                           + [s for h in stmt.handlers for s in h.body], defined)
+    if isinstance(stmt, ast.Assign):
+        return all(_plain_target(t, defined) for t in stmt.targets) and _cheap(stmt.value, defined)
+    if isinstance(stmt, ast.AnnAssign):
+        return _plain_target(stmt.target, defined) and (stmt.value is None or _cheap(stmt.value, defined))
+    if isinstance(stmt, ast.AugAssign):
+        return _plain_target(stmt.target, defined) and _cheap(stmt.target, defined) and _cheap(stmt.value, defined)
+    if isinstance(stmt, ast.Expr):
+        if isinstance(stmt.value, ast.Constant):
+            return True  # a docstring, or `...`
+        return (isinstance(stmt.value, ast.Call) and dotted(stmt.value.func) in SETUP_CALLS
+                and _cheap(stmt.value, defined))
+    return False
+
+
+def _all_define(body: list[ast.stmt], defined: set[str]) -> bool:
+    inner = set(defined)
+    for stmt in body:
+        if not _defines(stmt, inner):
+            return False
+        inner |= bound_names(stmt)
+    return True
+
+
+def _plain_target(target: ast.expr, defined: set[str]) -> bool:
+    """A name, a tuple of names, or an attribute/item of something defined (``config.lr = 1``)."""
+    if isinstance(target, ast.Name):
+        return True
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return all(_plain_target(t, defined) for t in target.elts)
+    if isinstance(target, ast.Starred):
+        return _plain_target(target.value, defined)
+    if isinstance(target, (ast.Attribute, ast.Subscript)):
+        return _cheap(target, defined)
+    return False
+
+
+def _is_main_guard(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)
+            and {_plain(test.left), _plain(test.comparators[0])} == {"__name__", "'__main__'"})
+
+
+def _plain(node: ast.expr) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return repr(node.value)
+    return ""
+
+
+def dotted(node: ast.expr) -> str:
+    """``torch.nn.RNN`` for the expression ``torch.nn.RNN``; "" for anything but names and attributes."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return ""
+    return ".".join([node.id] + parts[::-1])
+
+
+def _cheap(node: ast.expr, defined: set[str]) -> bool:
+    """Is the expression cheap to evaluate, free of work, and reading only names already defined?"""
+    if isinstance(node, ast.Lambda):
+        return all(_cheap(d, defined) for d in node.args.defaults + [d for d in node.args.kw_defaults if d])
+    if isinstance(node, ast.Name):
+        return node.id in defined
+    if isinstance(node, ast.Call):
+        name = dotted(node.func)
+        layer = name.startswith(LAYER_PREFIXES) and name.rsplit(".", 1)[-1][:1].isupper()
+        if not (name in CHEAP_CALLS or layer):
+            return False
+        return (_cheap(node.func, defined) and all(_cheap(a, defined) for a in node.args)
+                and all(_cheap(k.value, defined) for k in node.keywords))
+    if isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Await, ast.Yield,
+                         ast.YieldFrom, ast.NamedExpr)):
+        return False
+    return all(_cheap(child, defined) for child in ast.iter_child_nodes(node) if isinstance(child, ast.expr))
+
+
+def _whole_lines(body: list[ast.stmt], keep: list[bool]) -> list[bool]:
+    """Statements sharing a line with a left-out one (``import torch; train()``) are left out too."""
+    keep = list(keep)
+    while True:
+        dropped = {n for stmt, k in zip(body, keep) if not k for n in _span(stmt)}
+        changed = [i for i, (stmt, k) in enumerate(zip(body, keep)) if k and dropped & set(_span(stmt))]
+        if not changed:
+            return keep
+        for i in changed:
+            keep[i] = False
+
+
+def _span(stmt: ast.stmt) -> range:
+    """The statement's lines, its decorators included."""
+    first = min([stmt.lineno] + [d.lineno for d in getattr(stmt, "decorator_list", [])])
+    return range(first, (stmt.end_lineno or stmt.lineno) + 1)
+
+
+def bound_names(stmt: ast.stmt) -> set[str]:
+    """Names a top-level statement binds in the module."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {stmt.name}
+    if isinstance(stmt, ast.Import):
+        return {(a.asname or a.name.split(".")[0]) for a in stmt.names}
+    if isinstance(stmt, ast.ImportFrom):
+        return {(a.asname or a.name) for a in stmt.names if a.name != "*"}
+    names = set()
+    for node in ast.walk(stmt):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= bound_names(node)
+    return names
+
+
+def loaded_names(node: ast.AST) -> set[str]:
+    """Every name the code reads, anywhere inside it."""
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def free_names(node: ast.AST) -> set[str]:
+    """Names a function or class reads without binding them itself (an approximation: any binding counts)."""
+    local = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+    local |= {a.arg for n in ast.walk(node) if isinstance(n, ast.arguments)
+              for a in n.posonlyargs + n.args + n.kwonlyargs + [x for x in (n.vararg, n.kwarg) if x]}
+    return loaded_names(node) - local - _BUILTINS
+
+
+def _import_used(stmt: ast.stmt, used: set[str]) -> bool:
+    if isinstance(stmt, ast.ImportFrom) and (stmt.module == "__future__" or any(a.name == "*" for a in stmt.names)):
+        return True
+    return bool(bound_names(stmt) & used)
+
+
+# ---------------------------------------------------------------------------------------------- messages
+
+
+def point_at_notebooks(report: GradingReport, notebooks: Mapping[str, Converted]) -> GradingReport:
+    """The report with every place it names a converted notebook's module pointing at the notebook instead.
+
+    ``rnn.py:57``, ``rnn.py, line 57`` (and ``(line 57)`` or ``on line 57`` in a problem of that file) become
+    ``rnn.ipynb, cell 7, line 3``; ``rnn.py`` alone becomes ``rnn.ipynb``. Locations for annotations point
+    at the notebook's first line (a notebook's lines are not its cells'). Each notebook's summary (what was
+    graded, what left out) comes first among the notices, and its warnings among the problems.
+
+    :param notebooks: the module's file name (``rnn.py``) -> its conversion
+    """
+    if not notebooks:
+        return report
+    patterns = {module: re.compile(rf"(?<![\w.]){re.escape(module)}(?::(\d+)|, line (\d+))?(?![\w])")
+                for module in notebooks}
+
+    def text(value: str, own: Optional[str] = None) -> str:
+        for module, pattern in patterns.items():
+            converted = notebooks[module]
+            shown = converted.name or module
+
+            def located(match: "re.Match[str]") -> str:
+                number = match.group(1) or match.group(2)
+                return converted.where(int(number)) if number else shown
+            value = pattern.sub(located, value)
+        if own is not None:  # a problem of the module itself: its bare line numbers are the module's too
+            converted = notebooks[own]
+            value = re.sub(r"\(line (\d+)\)", lambda m: f"({converted.where(int(m.group(1)))})", value)
+            value = re.sub(r"\bon line (\d+)\b", lambda m: f"in {converted.where(int(m.group(1)))}", value)
+        return value
+
+    def check(result):  # noqa: ANN001 - a CheckResult
+        return replace(result, message=text(result.message), details=text(result.details))
+
+    exercises = tuple(replace(ex, checks=tuple(check(c) for c in ex.checks)) for ex in report.exercises)
+    problems = tuple(FileProblem(notebooks[p.path].name or p.path if p.path in notebooks else p.path,
+                                 text(p.message, p.path if p.path in notebooks else None), p.severity)
+                     for p in report.problems)
+    implemented = {hook: notebooks[f].name or f if f in notebooks else f for hook, f in report.implemented.items()}
+    locations = {hook: ((notebooks[f].name or f, 1) if f in notebooks else (f, line))
+                 for hook, (f, line) in report.locations.items()}
+    problems += tuple(FileProblem(c.name or m, w, "warning") for m, c in notebooks.items() for w in c.warnings)
+    notices = tuple(c.summary(m) for m, c in notebooks.items()) + tuple(text(n) for n in report.notices)
+    return replace(report, exercises=exercises, problems=problems, implemented=implemented, locations=locations,
+                   notices=notices,
+                   skipped_here=tuple(check(c) for c in report.skipped_here))

@@ -27,7 +27,7 @@ from grader.autograder import AutograderError, build_archive
 from grader.autograder_run import GRADER_FAILED, find_submission
 from grader.config import RunConfig
 from grader.course import load_course
-from grader.notebooks import NotebookError, notebook_to_python
+from grader.judge.loading import read_graded
 from grader.report import gradescope
 from grader.report.formatting import fmt_points
 from grader.report.terminal import format_summary
@@ -281,20 +281,24 @@ def test_a_notebook_is_graded_as_python(tmp_path):
     ]}
     submission = put(tmp_path / "submission", {"My Homework.ipynb": json.dumps(notebook)})
     found = find_submission(submission, tmp_path / "staged")
-    converted = (found.folder / "My_Homework.py").read_text()
+    # the notebook is staged as itself; grading converts it with grader.notebooks, as `grade` does
+    assert [p.name for p in found.folder.iterdir()] == ["My Homework.ipynb"]
+    files, problems, notebooks = read_graded(found.folder)
+    converted = files["My_Homework.py"]
     compile(converted, "My_Homework.py", "exec")
     assert "def grad_clipping(" in converted and "y = 2" in converted
     assert "ls -la" not in converted and "pip install" not in converted and "get_ipython" not in converted
-    assert any("My Homework.ipynb was graded as My_Homework.py" in note for note in found.notes)
+    assert notebooks["My_Homework.py"].name == "My Homework.ipynb" and not problems
 
     # beside an exercise's .py file, a notebook named otherwise is left alone
     put(submission, {"predict.py": "P = 1\n"})
     found = find_submission(submission, tmp_path / "staged-again")
     assert [p.name for p in found.folder.iterdir()] == ["predict.py"]
-    with pytest.raises(NotebookError, match="not a readable notebook"):
-        notebook_to_python(b"{not json", "broken.ipynb")
-    old_format = {"worksheets": [{"cells": [{"cell_type": "code", "input": ["x = 1\n"]}]}]}
-    assert "x = 1" in notebook_to_python(json.dumps(old_format).encode()).source
+    # one that cannot be read is named, not graded
+    (submission / "predict.py").unlink()
+    put(submission, {"rnn_scratch.ipynb": "{not json"})
+    found = find_submission(submission, tmp_path / "staged-broken")
+    assert any("rnn_scratch.ipynb is not a notebook Jupyter can open" in note for note in found.notes)
 
 
 # ---------------------------------------------------------------------------------------------- hidden checks

@@ -146,8 +146,8 @@ def test_no_py_files_is_empty_with_advice(tmp_path):
     empty = stage_one(tmp_path, found["alice"])
     assert (empty.folder, empty.status) == (None, intake.EMPTY)
     assert "alice/ has no .py files" in empty.message and "rnn_scratch.py" in empty.message
-    notebook = stage_one(tmp_path, found["bob"])
-    assert notebook.status == intake.EMPTY and "notebooks are not graded" in notebook.message
+    notebook = stage_one(tmp_path, found["bob"])  # a notebook is graded like a .py file (grader.notebooks)
+    assert notebook.status is None and (notebook.folder / "solution.ipynb").read_text() == "{}"
 
 
 def test_an_unsupported_archive_is_an_entry_that_says_what_to_submit(tmp_path):

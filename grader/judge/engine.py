@@ -25,10 +25,11 @@ from grader.packs import PACK_PREFIX, probe_source
 from grader.definitions import Check, Exercise, Misconception, Probe
 from grader.judge.answers import parts_without
 from grader.judge.diagnosis import applicable, catalogue, diagnose, tell_each_cause_once
-from grader.judge.loading import LoadedFiles, load, read_submission, run_timeout
+from grader.judge.loading import LoadedFiles, load, read_graded, run_timeout
 from grader.judge.runners import Runner
 from grader.judge.verdicts import decode, verdict_for
 from grader.protocol import DEFAULT_LIMITS, Limits, Request, Status
+from grader.notebooks import point_at_notebooks
 from grader.registry import file_name
 from grader.secret import submission_secret
 from grader.results import (ERROR, INTEGRITY, NOT_IMPLEMENTED, PASSED, SKIPPED, CheckResult, ExerciseResult, FileProblem,
@@ -105,6 +106,9 @@ def plan(pm: Any, config: RunConfig) -> Plan:
     if config.course is not None:
         checks, exercises = config.course.apply(checks, all_exercises, elsewhere)
         elsewhere, _ = config.course.apply(elsewhere, all_exercises, checks)
+    if config.only_exercises:  # check("rnn") in a notebook: that exercise's checks alone
+        exercises = [ex for ex in exercises if ex.name in config.only_exercises]
+        checks = [c for c in checks if c.exercise in config.only_exercises]
     order = {ex.name: i for i, ex in enumerate(exercises)}
     checks = [c for c in checks if config.hidden or not c.hidden]
     checks.sort(key=lambda c: order[c.exercise])  # stable: keeps each plugin's own order
@@ -146,7 +150,7 @@ def warm_up(the_plan: Plan) -> None:
 def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Optional[Plan] = None) -> GradingReport:
     started = time.monotonic()
     folder = folder.resolve()
-    files, problems = read_submission(folder)
+    files, problems, notebooks = read_graded(folder)
     notices: list[str] = []
     if config.secret:  # this submission's own inputs: what one submission printed is not the next one's
         config = replace(config, secret=submission_secret(config.secret, files))
@@ -213,7 +217,7 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
            and not results[c.id].misconception for c in the_plan.checks):  # a device problem, not a shared cause
         notices.append(META_NOTICE)
     notices += [f"integrity: {exercise} scored 0 because " + "; ".join(found[:5]) for exercise, found in flagged.items()]
-    return GradingReport(
+    report = GradingReport(
         submission=str(folder), points=round(sum(e.points for e in exercises), 6),
         max_points=round(sum(e.max_points for e in exercises), 6), exercises=tuple(exercises),
         problems=tuple(problems), implemented=dict(where), notices=tuple(notices),
@@ -223,6 +227,7 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
         skipped_here=tuple(_not_run_here(c, config) for c in the_plan.unavailable),
         locations=hook_locations(files, where),
     )
+    return point_at_notebooks(report, notebooks)  # errors in a notebook's module name its cell and line
 
 
 def _request(probe: Probe, submission: LoadedFiles, config: RunConfig) -> Request:

@@ -17,13 +17,19 @@ from typing import Iterable
 from grader.config import RunConfig
 from grader.judge.runners import Runner
 from grader.judge.verdicts import SIGNALS, Decoded, decode
+from grader.notebooks import NOTEBOOK_LIMIT, Converted, NotebookError, module_name, notebook_to_python
 from grader.protocol import DEFAULT_LIMITS, MiB, Reply, Request, Status
+from grader.registry import EXERCISES, file_name
 from grader.results import FileProblem
 
 #: largest submission file, and all files together, that the grader accepts
 FILE_LIMIT, SUBMISSION_LIMIT = 1 * MiB, 4 * MiB
 #: most .py files graded from one submission; the rest are named in one problem
 MAX_FILES = 32
+#: the exercises' own file names (rnn_scratch.py, ...)
+EXERCISE_FILES = tuple(file_name(exercise.name) for exercise in EXERCISES)
+#: files graded: modules, and notebooks converted to modules
+GRADED_SUFFIXES = (".py", ".ipynb")
 #: seconds a submission's files may take to import
 IMPORT_TIMEOUT = 10.0
 
@@ -34,24 +40,55 @@ _SYMLINK = "is a symbolic link; it was not followed (put the file itself in the 
 
 
 def read_submission(folder: Path) -> tuple[dict[str, str], list[FileProblem]]:
-    """The submission's top-level .py files as text; files the grader cannot take are problems.
+    """The submission's top-level .py files (and notebooks, as modules) as text; files the grader cannot take
+    are problems. See :func:`read_graded`."""
+    files, problems, _ = read_graded(folder)
+    return files, problems
 
-    Only regular files in the folder itself are read: a symbolic link could point the grader at
-    any file on the machine, and a FIFO would block it.
+
+def read_graded(folder: Path) -> tuple[dict[str, str], list[FileProblem], dict[str, Converted]]:
+    """The submission's top-level .py files as text, its notebooks converted to modules, and problems.
+
+    ``folder`` may also be a single ``.py`` or ``.ipynb`` file: then only that file is graded. A notebook
+    ``name.ipynb`` is graded as ``name.py`` (:mod:`grader.notebooks`); a real ``name.py`` beside it wins.
+    Only regular files in the folder itself are read: a symbolic link could point the grader at any file
+    on the machine, and a FIFO would block it.
+
+    :returns: file name -> source; the problems; module file name (``name.py``) -> its notebook's conversion
     """
     files: dict[str, str] = {}
+    notebooks: dict[str, Converted] = {}
     problems: list[FileProblem] = []
-    try:
-        names = sorted(n for n in os.listdir(folder) if n.endswith(".py") and n != "__init__.py")
-    except OSError as exc:
-        return files, [FileProblem(".", f"the folder cannot be read: {exc.strerror}")]
+    if folder.name.endswith(GRADED_SUFFIXES) and not folder.is_dir():
+        folder, names = folder.parent, [folder.name]
+    else:
+        try:
+            names = sorted(n for n in os.listdir(folder) if n.endswith(GRADED_SUFFIXES) and n != "__init__.py")
+        except OSError as exc:
+            return files, [FileProblem(".", f"the folder cannot be read: {exc.strerror}")], notebooks
+    py_names = {n for n in names if n.endswith(".py")}
+    # as on Gradescope: beside the exercises' own .py files, a notebook is a scratchpad unless named after one
+    exercise_files = py_names & set(EXERCISE_FILES)
     total, taken, left_out = 0, 0, []
-    for name in names:
+    for name in sorted(names, key=lambda n: (n.endswith(".ipynb"), n)):  # .py files first: they win a clash
         shown = printable_name(name)
         if shown != name:  # os.fsdecode kept the undecodable bytes as surrogates
             problems.append(FileProblem(shown, "has a name that is not valid UTF-8; rename it with plain letters, "
                                                "digits and underscores"))
             continue
+        module = name
+        if name.endswith(".ipynb"):
+            module = module_name(name)
+            if exercise_files and module not in EXERCISE_FILES:
+                problems.append(FileProblem(name, "was not graded: the exercise files beside it are (a notebook counts "
+                                                  "beside them only when named after an exercise, e.g. rnn_scratch.ipynb); "
+                                                  f"to grade it, give it alone: `grade {name}`", "warning"))
+                continue
+            if module in py_names or module in files:
+                what = f"{module} beside it is" if module in py_names else f"another notebook is graded as {module}"
+                problems.append(FileProblem(name, f"was not graded: {what} (a .py file wins over a notebook of the same "
+                                                  "name); keep only one of them", "warning"))
+                continue
         try:
             mode = os.lstat(folder / name).st_mode
         except OSError as exc:
@@ -68,29 +105,46 @@ def read_submission(folder: Path) -> tuple[dict[str, str], list[FileProblem]]:
             left_out.append(name)
             continue
         taken += 1
+        cap = NOTEBOOK_LIMIT if name.endswith(".ipynb") else FILE_LIMIT
         try:
-            raw, size = read_regular(folder / name)
+            raw, size = read_regular(folder / name, cap)
         except OSError as exc:  # ELOOP: replaced by a link since lstat
             why = _SYMLINK if exc.errno == errno.ELOOP else f"cannot be read: {exc.strerror}"
             problems.append(FileProblem(name, why))
             continue
+        if name.endswith(".ipynb"):
+            if size > NOTEBOOK_LIMIT:
+                problems.append(FileProblem(name, f"is {size} bytes; notebooks over {NOTEBOOK_LIMIT // MiB} MiB are not "
+                                                  "graded: clear its outputs (Edit > Clear Outputs) and save it"))
+                continue
+            try:
+                converted = notebook_to_python(raw, name)
+            except NotebookError as exc:
+                problems.append(FileProblem(name, str(exc).removeprefix(name + " ")))
+                continue
+            notebooks[module] = converted
+            raw = converted.source.encode("utf-8")
+            size = len(raw)
         if size > FILE_LIMIT or total + size > SUBMISSION_LIMIT:
-            problems.append(FileProblem(name, f"is {size} bytes; files over {FILE_LIMIT // MiB} MiB "
+            what = "its code is" if module != name else "is"
+            problems.append(FileProblem(name, f"{what} {size} bytes; files over {FILE_LIMIT // MiB} MiB "
                                               f"(or {SUBMISSION_LIMIT // MiB} MiB together) are not graded"))
+            notebooks.pop(module, None)
             continue
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             problems.append(FileProblem(name, "is not UTF-8 text; save it as UTF-8"))
             continue
-        files[name] = text.replace("\r\n", "\n").replace("\r", "\n")  # newlines as a text-mode read gives them
+        files[module] = text.replace("\r\n", "\n").replace("\r", "\n")  # newlines as a text-mode read gives them
         total += size
     if left_out:
+        kinds = ".py and .ipynb" if any(n.endswith(".ipynb") for n in names) else ".py"
         shown = ", ".join(left_out[:5]) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")
-        problems.append(FileProblem(".", f"has {taken + len(left_out)} .py files; only the first {MAX_FILES} in name "
+        problems.append(FileProblem(".", f"has {taken + len(left_out)} {kinds} files; only the first {MAX_FILES} in name "
                                          f"order were graded, not {shown}; remove files that are not part of your "
                                          "solution"))
-    return files, problems
+    return files, problems, notebooks
 
 
 def subfolders_with_py(folder: Path, most: int = 3) -> list[str]:

@@ -32,6 +32,7 @@ from grader.judge.intake import (
     BAD_ARCHIVE, EMPTY, EXERCISE_FILES, FLAT, FOLDER, LINK, PY, UNREADABLE, ZIP, Entry, archive_kind, is_hidden, join_names, path_type, reason,
 )
 from grader.judge.loading import FILE_LIMIT, printable_name, read_regular
+from grader.notebooks import NOTEBOOK_LIMIT
 from grader.protocol import MiB
 
 #: statuses of an entry staging cannot turn into a folder to grade, besides intake's EMPTY, BAD_ARCHIVE,
@@ -45,7 +46,7 @@ ARCHIVE_LIMIT, MAX_MEMBERS, TOTAL_LIMIT = 64 * MiB, 2000, 64 * MiB
 MAX_RATIO, RATIO_FLOOR = 100, 1 * MiB
 #: archives files_under opens in one submission, the shallowest first
 MAX_OPENED = 4
-#: files staged for grading (notebooks are kept for when they are graded too)
+#: files staged for grading: modules and notebooks (graded as modules, :mod:`grader.notebooks`)
 STAGED_SUFFIXES = (".py", ".ipynb")
 
 #: folders never looked into: caches, installed packages, macOS resource forks (hidden ones are skipped too)
@@ -214,10 +215,13 @@ def _walk(folder: Path, source: str, notes: list[str], nested: Optional[list[tup
 
 
 def _choose_folder(files: list[_File], notes: list[str]) -> tuple[str, ...]:
-    """The one folder graded: the top level if it has .py files, else the only, or the shallowest fullest, one."""
+    """The one folder graded: the top level if it has .py files, else the only, or the shallowest fullest, one
+    (counting notebooks when no folder has a .py file)."""
     counts: dict[tuple[str, ...], int] = {}
+    # folders with .py files first; notebooks decide only where there are none (a notes.ipynb beside exercises/)
+    graded = ".py" if any(f.parts[-1].endswith(".py") for f in files) else STAGED_SUFFIXES
     for f in files:
-        if f.parts[-1].endswith(".py"):
+        if f.parts[-1].endswith(graded):
             counts[f.parts[:-1]] = counts.get(f.parts[:-1], 0) + 1
     chosen = () if () in counts else min(counts, key=lambda p: (len(p), -counts[p], p))
     others = [_shown(p) for p in sorted(counts) if p != chosen]
@@ -232,10 +236,9 @@ def _choose_folder(files: list[_File], notes: list[str]) -> tuple[str, ...]:
 def _write_chosen(files: list[_File], dest: Path, source: str, notes: list[str]) -> tuple[Optional[str], str]:
     """Write the chosen folder's files into ``dest``: (None, "") or, when no .py file could be, a status and why."""
     files = [f for f in files if f.parts[-1] != "__init__.py"]  # never graded
-    if not any(f.parts[-1].endswith(".py") for f in files):
-        notebooks = any(f.parts[-1].endswith(".ipynb") for f in files)
-        return EMPTY, (f"{source} has no .py files; submit your solution's .py files (e.g. {EXERCISE_FILES[0]})"
-                       + ("; notebooks are not graded: save each one as a .py file" if notebooks else ""))
+    if not any(f.parts[-1].endswith(STAGED_SUFFIXES) for f in files):
+        return EMPTY, (f"{source} has no .py files or notebooks; submit your solution's .py files "
+                       f"(e.g. {EXERCISE_FILES[0]}) or your notebook (.ipynb)")
     chosen = _choose_folder(files, notes)
     skipped: list[tuple[str, str]] = []
     total, written = 0, 0
@@ -244,15 +247,16 @@ def _write_chosen(files: list[_File], dest: Path, source: str, notes: list[str])
         if len(os.fsencode(f.parts[-1])) > 200:
             skipped.append((UNREADABLE, f"{name[:40]}… has too long a name to be copied"))
             continue
+        limit = NOTEBOOK_LIMIT if f.parts[-1].endswith(".ipynb") else FILE_LIMIT  # notebooks carry their outputs
         try:
-            data = b"" if f.size > FILE_LIMIT else f.read(FILE_LIMIT)
+            data = b"" if f.size > limit else f.read(limit)
         except OSError as exc:
             status, why = (LINK, "is a symbolic link") if exc.errno == errno.ELOOP else (UNREADABLE, reason(exc))
             skipped.append((status, f"{name} cannot be read ({why})"))
             continue
-        if f.size > FILE_LIMIT or len(data) > FILE_LIMIT:
+        if f.size > limit or len(data) > limit:
             skipped.append((TOO_LARGE, f"{name} is {_size(max(f.size, len(data)))}; files over "
-                                       f"{_size(FILE_LIMIT)} are not graded"))
+                                       f"{_size(limit)} are not graded"))
             continue
         total += len(data)
         if total > TOTAL_LIMIT:
@@ -265,7 +269,7 @@ def _write_chosen(files: list[_File], dest: Path, source: str, notes: list[str])
             continue
         with out:
             out.write(data)
-        written += f.parts[-1].endswith(".py")
+        written += f.parts[-1].endswith(STAGED_SUFFIXES)
     notes += [why for _, why in skipped]
     if written:
         return None, ""
@@ -511,7 +515,8 @@ def fingerprint(entry: Entry) -> str:
                 if not rel or not (is_hidden(rel[-1]) or rel[-1] in _SKIPPED_DIRS):
                     stack += [(path / child, rel + (child,)) for child in sorted(os.listdir(path), reverse=True)]
             elif stat.S_ISREG(info.st_mode):
-                limit = ARCHIVE_LIMIT if not rel or archive_kind(rel[-1]) else FILE_LIMIT
+                limit = (ARCHIVE_LIMIT if not rel or archive_kind(rel[-1])
+                         else NOTEBOOK_LIMIT if rel[-1].endswith(".ipynb") else FILE_LIMIT)
                 used = not rel or rel[-1].endswith(STAGED_SUFFIXES) or archive_kind(rel[-1])
                 data = read_regular(path, limit)[0] if used and info.st_size <= limit else b""
                 record(b"file", name, str(info.st_size).encode(), data)

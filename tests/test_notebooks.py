@@ -1,0 +1,336 @@
+"""Notebooks graded like .py files: the converter's rules, `grade my.ipynb`, a folder, a batch archive, and
+`check("rnn")` in a (faked) Jupyter kernel."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import re
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import REFERENCE, checks_of, lost
+from grader.notebooks import KEEP_TAG, SKIP_TAG, Cell, NotebookError, convert, notebook_to_python, point_at_notebooks
+
+HAS_D2L = importlib.util.find_spec("d2l") is not None
+
+
+def reference_body(name: str) -> str:
+    """A reference file without its docstring and its sibling import (a notebook holds every function)."""
+    text = (REFERENCE / name).read_text().split('"""', 2)[2].lstrip("\n")
+    return re.sub(r"if __package__:.*?from grad_clipping import grad_clipping\n", "", text, flags=re.S)
+
+
+def book_notebook(rnn_cell: str = "", d2l: bool = HAS_D2L) -> nbformat.NotebookNode:
+    """A notebook in the book's style holding a full solution: markdown, magics, shell lines, a %%time
+    cell, a training cell at the top level and a plot with matplotlib."""
+    md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+    imports = ("%matplotlib inline\n!pip install d2l==0.17.6\nimport math\nimport torch\nfrom torch import nn\n"
+               "from torch.nn import functional as F\n" + ("from d2l import torch as d2l\n" if d2l else "")
+               + "from grader import hookimpl")
+    cells = [
+        md("# Recurrent neural networks from scratch"),                            # 1
+        code(imports),                                                               # 2
+        md("## The model"),                                                          # 3
+        code(rnn_cell or reference_body("rnn_scratch.py")),                          # 4
+        code("X = torch.arange(10).reshape((2, 5))\nF.one_hot(X.T, 28).shape"),      # 5
+        code(reference_body("grad_clipping.py")),                                    # 6
+        code(reference_body("predict.py")),                                          # 7
+        code(reference_body("train_epoch.py")),                                      # 8
+        code(reference_body("rnn_concise.py")),                                      # 9
+        code(reference_body("sine_wave.py")),                                        # 10
+        code(reference_body("gradient_flow.py")),                                    # 11
+        code("%%time\nnum_epochs, lr, num_hiddens = 500, 1, 512\n"                    # 12
+             "params = get_params(28, num_hiddens, torch.device('cpu'))\n"
+             "state = init_rnn_state(2, num_hiddens, torch.device('cpu'))\n"
+             "for epoch in range(num_epochs):\n    Y, state = rnn(F.one_hot(X.T, 28).float(), state, params)\n"
+             + ("d2l.plot(list(range(10)), [list(range(10))])\n" if d2l else "")),
+        code("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()"),   # 13
+    ]
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = cells
+    return notebook
+
+
+def write_notebook(path: Path, notebook: nbformat.NotebookNode) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, str(path))
+    return path
+
+
+#: the scratch RNN with the state's product written the wrong way round: it raises on a batch that is not square
+SWAPPED = reference_body("rnn_scratch.py").replace("torch.mm(H, W_hh)", "torch.mm(W_hh, H)")
+
+
+# ---------------------------------------------------------------------------------------------- grading
+
+
+def test_a_book_style_notebook_scores_full_marks_with_grade_my_ipynb(tmp_path, capsys):
+    from grader.cli import main
+
+    notebook = write_notebook(tmp_path / "work" / "rnn.ipynb", book_notebook())
+    (tmp_path / "work" / "scratch.py").write_text("raise SystemExit('not graded: only the notebook is')\n")
+    assert main([str(notebook), "--no-config"]) == 0
+    out = capsys.readouterr().out
+    assert "Score: 100/100" in out, out
+    assert "rnn.ipynb was graded as rnn.py" in out
+    assert "cells 5 and 13 whole" in out and "some statements of cell 12" in out  # the work, left out
+
+
+def test_the_same_notebook_in_a_folder_scores_full_marks(tmp_path, grading):
+    write_notebook(tmp_path / "hw" / "My Homework.ipynb", book_notebook())
+    report = grading(tmp_path / "hw")
+    assert report.points == report.max_points == 100, [(c.check_id, c.message) for c in report.all_checks()
+                                                       if c.status != "passed"]
+    assert not report.problems, report.problems
+    assert set(report.implemented.values()) == {"My Homework.ipynb"}
+    assert all(file == "My Homework.ipynb" and line == 1 for file, line in report.locations.values())
+
+
+def test_a_mistake_costs_its_exercise_only_and_names_the_cell_and_line(tmp_path, grading):
+    write_notebook(tmp_path / "hw" / "rnn.ipynb", book_notebook(rnn_cell=SWAPPED))
+    report = grading(tmp_path / "hw")
+    assert set(lost(report)) == {"rnn_scratch"}, lost(report)
+    line = SWAPPED.splitlines().index(next(x for x in SWAPPED.splitlines() if "torch.mm(W_hh, H)" in x)) + 1
+    raised = [c for c in checks_of(report, "rnn_scratch").values() if c.status == "error" and not c.same_cause_as]
+    assert raised, [(c.check_id, c.status, c.message) for c in report.all_checks()]
+    said = raised[0].message + "\n" + raised[0].details  # a recognised mistake keeps the error's own text as details
+    assert f"rnn.ipynb, cell 4, line {line}" in said, said
+    assert "rnn.py" not in said
+
+
+def test_a_real_py_file_wins_over_a_notebook_of_the_same_name(tmp_path, grading):
+    folder = tmp_path / "hw"
+    write_notebook(folder / "rnn_scratch.ipynb", book_notebook(rnn_cell=SWAPPED))
+    for path in REFERENCE.glob("*.py"):
+        if path.name != "__init__.py":
+            (folder / path.name).write_text(path.read_text())
+    write_notebook(folder / "explore.ipynb", book_notebook(rnn_cell=SWAPPED))  # a scratchpad beside the exercises
+    report = grading(folder)
+    assert report.points == report.max_points
+    assert any(p.path == "rnn_scratch.ipynb" and "rnn_scratch.py beside it" in p.message and p.severity == "warning"
+               for p in report.problems), report.problems
+    assert any(p.path == "explore.ipynb" and "`grade explore.ipynb`" in p.message and p.severity == "warning"
+               for p in report.problems), report.problems
+
+
+def test_staging_prefers_a_folder_of_py_files_to_a_notebook_above_it(tmp_path):
+    from grader.judge.intake import discover
+    from grader.judge.staging import stage
+
+    root = tmp_path / "subs"
+    write_notebook(root / "alice" / "notes.ipynb", book_notebook())
+    (root / "alice" / "exercises").mkdir()
+    (root / "alice" / "exercises" / "rnn_scratch.py").write_text("A = 1\n")
+    write_notebook(root / "bob" / "work" / "hw.ipynb", book_notebook())
+    staged = {entry.student: stage(entry, tmp_path / "staged" / entry.student) for entry in discover(root).entries}
+    assert sorted(p.name for p in staged["alice"].folder.iterdir()) == ["rnn_scratch.py"]
+    assert sorted(p.name for p in staged["bob"].folder.iterdir()) == ["hw.ipynb"]
+
+
+@pytest.mark.skipif(not HAS_D2L, reason="d2l is not installed here")
+def test_the_books_own_d2l_import_costs_nothing(tmp_path, grading):
+    write_notebook(tmp_path / "hw" / "rnn.ipynb", book_notebook(d2l=True))
+    report = grading(tmp_path / "hw")
+    assert report.points == report.max_points == 100
+
+
+def test_a_notebook_in_a_batch_archive_is_graded(tmp_path):
+    from grader.cli import main
+
+    notebook = write_notebook(tmp_path / "made" / "homework.ipynb", book_notebook(rnn_cell=SWAPPED))
+    submissions = tmp_path / "submissions"
+    submissions.mkdir()
+    with zipfile.ZipFile(submissions / "alice.zip", "w") as archive:
+        archive.write(notebook, "alice-rnn/homework.ipynb")
+    out = tmp_path / "results"
+    assert main(["--batch", str(submissions), "--out", str(out), "--jobs", "1", "--no-config"]) == 0
+    with open(out / "gradebook.csv", newline="", encoding="utf-8") as f:
+        row = {r["student"]: r for r in csv.DictReader(f)}["alice"]
+    assert row["status"] == "graded" and float(row["rnn_scratch"]) < 30 and float(row["score"]) >= 70, row
+    record = json.loads((out / "alice" / "results.json").read_text())
+    assert "homework.ipynb, cell 4, line" in json.dumps(record)
+
+
+# ---------------------------------------------------------------------------------------------- the converter
+
+
+def test_ipython_syntax_is_dropped_and_counted():
+    converted = convert([
+        Cell("cell 1", "%matplotlib inline\n!pip install d2l\nfiles = !ls\nlen?\nimport torch"),
+        Cell("cell 2", "%%bash\nls -la"),
+        Cell("cell 3", "%%time\nget_ipython().run_line_magic('who', '')\nif True:\n    %time x = 1\nW = torch.zeros(3)"),
+        Cell("cell 4", "text = '%d items'  # a % in a string is not a magic\nprint(text)"),
+    ], "hw.ipynb")
+    compile(converted.source, "hw.py", "exec")
+    assert "pip" not in converted.source and "ls -la" not in converted.source and "get_ipython" not in converted.source
+    assert "W = torch.zeros(3)" in converted.source and "text = '%d items'" in converted.source
+    assert converted.magic_lines == 9 and converted.magic_cells == ("cell 2",)
+    summary = converted.summary("hw.py")
+    assert "hw.ipynb was graded as hw.py" in summary and "9 lines" in summary and "cell 2 under a cell magic" in summary
+
+
+def test_definitions_are_kept_and_top_level_work_is_left_out():
+    converted = convert([
+        Cell("cell 1", "import torch\nfrom torch import nn\nimport matplotlib.pyplot as plt\n"
+                       "train_iter, vocab = load_data_time_machine(32, 35)\nbatch_size, num_steps = 32, 35"),
+        Cell("cell 2", "def uses_vocab():\n    return len(vocab)\n\nclass Model(nn.Module):\n    pass"),
+        Cell("cell 3", "device = torch.device('cpu')\nlayer = nn.RNN(28, num_steps)\nvocab_size = len(vocab)\n"
+                       "net = Model()\ntrain_ch8(net, train_iter, vocab, 1, 500, device)"),
+        Cell("cell 4", "plt.plot([1, 2])\nplt.show()"),
+        Cell("cell 5", "if __name__ == '__main__':\n    train_ch8(net)\ntorch.manual_seed(0)"),
+    ], "hw.ipynb")
+    source = converted.source
+    compile(source, "hw.py", "exec")
+    for kept in ("import torch", "batch_size, num_steps = 32, 35", "def uses_vocab", "class Model",
+                 "device = torch.device('cpu')", "layer = nn.RNN(28, num_steps)", "if __name__ == '__main__':",
+                 "torch.manual_seed(0)"):
+        assert kept in source, kept
+    # work, a value computed by a call, a name only work defines, and an import only work uses: left out
+    for dropped in ("load_data_time_machine", "vocab_size =", "net = Model()", "train_ch8(net, train_iter",
+                    "plt.plot", "matplotlib"):
+        assert dropped not in source, dropped
+    assert converted.left_out == ("cell 4",) and converted.partly == ("cell 1", "cell 3")
+    assert converted.unused_imports == ("matplotlib.pyplot",)
+    assert len(converted.warnings) == 1 and "uses_vocab (cell 2) uses vocab" in converted.warnings[0]
+    assert "cell 1" in converted.warnings[0] and KEEP_TAG in converted.warnings[0]
+
+
+def test_tags_keep_or_skip_a_cell_whole():
+    converted = convert([
+        Cell("cell 1", "import torch"),
+        Cell("cell 2", "vocab = sorted(set('abc'))\nfor c in vocab:\n    pass", frozenset({KEEP_TAG})),
+        Cell("cell 3", "def helper():\n    return vocab", frozenset({SKIP_TAG})),
+    ], "hw.ipynb")
+    assert "vocab = sorted(set('abc'))" in converted.source and "for c in vocab:" in converted.source
+    assert "def helper" not in converted.source and converted.skipped == ("cell 3",)
+    assert "cell 3 tagged grader-skip" in converted.summary("hw.py")
+
+
+def test_the_line_map_counts_every_cell_as_jupyter_shows_them(tmp_path):
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_markdown_cell("# Title"),
+                      nbformat.v4.new_code_cell("import torch\n\n\ndef f(x):\n    return x"),
+                      nbformat.v4.new_raw_cell("raw"),
+                      nbformat.v4.new_code_cell("%matplotlib inline\ndef g(y):\n    return y + 1")]
+    notebook.cells[1].metadata["tags"] = []
+    converted = notebook_to_python(nbformat.writes(notebook).encode(), "hw.ipynb")
+    lines = converted.source.splitlines()
+    assert converted.where(lines.index("def f(x):") + 1) == "hw.ipynb, cell 2, line 4"
+    assert converted.where(lines.index("    return y + 1") + 1) == "hw.ipynb, cell 4, line 3"
+    assert converted.where(10_000) == "hw.ipynb, cell 4"
+
+
+def test_messages_naming_the_module_are_rewritten_to_the_notebook():
+    from grader.results import CheckResult, ExerciseResult, FileProblem, GradingReport
+
+    converted = convert([Cell("cell 3", "import torch\ndef rnn(x):\n    return x @ x")], "hw.ipynb")
+    line = converted.source.splitlines().index("    return x @ x") + 1
+    check = CheckResult("rnn_scratch.shapes", "rnn_scratch", "shapes", ("rnn",), 1.0, 0.0, "error",
+                        f"RuntimeError: mat1 and mat2 shapes cannot be multiplied at hw.py:{line} in rnn: return x @ x",
+                        details=f"at hw.py, line {line}, in rnn")
+    report = GradingReport("x", 0, 1, (ExerciseResult("rnn_scratch", "RNN", 0, 1, (check,)),),
+                           problems=(FileProblem("hw.py", f"could not be imported: SyntaxError: bad (line {line})"),
+                                     FileProblem("other.py", "(line 2) stays")),
+                           implemented={"rnn": "hw.py"}, locations={"rnn": ("hw.py", line)},
+                           notices=("integrity: rnn_scratch scored 0 because hw.py changed torch.mm",))
+    fixed = point_at_notebooks(report, {"hw.py": converted})
+    shown = fixed.all_checks()[0]
+    assert "at hw.ipynb, cell 3, line 3 in rnn" in shown.message and shown.details == "at hw.ipynb, cell 3, line 3, in rnn"
+    assert fixed.problems[0] == FileProblem("hw.ipynb", "could not be imported: SyntaxError: bad (hw.ipynb, cell 3, line 3)")
+    assert fixed.problems[1].message == "(line 2) stays"
+    assert fixed.implemented == {"rnn": "hw.ipynb"} and fixed.locations == {"rnn": ("hw.ipynb", 1)}
+    assert fixed.notices[0].startswith("hw.ipynb was graded as hw.py")
+    assert fixed.notices[1] == "integrity: rnn_scratch scored 0 because hw.ipynb changed torch.mm"
+
+
+def test_an_old_notebook_is_upgraded_and_a_broken_one_says_what_to_do():
+    old = {"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": [{"cells": [
+        {"cell_type": "markdown", "metadata": {}, "source": "# Old"},
+        {"cell_type": "code", "metadata": {}, "input": ["x = 1\n", "y = x + 1"], "outputs": [], "language": "python"},
+    ]}]}
+    converted = notebook_to_python(json.dumps(old).encode(), "old.ipynb")
+    assert "x = 1\ny = x + 1" in converted.source
+    assert converted.where(converted.source.splitlines().index("y = x + 1") + 1) == "old.ipynb, cell 2, line 2"
+    for broken in (b"{not json", b'{"cells": 3}', "caf\xe9".encode("latin-1")):
+        with pytest.raises(NotebookError, match=r"^bad\.ipynb is not .*(open it in Jupyter and save it again)"):
+            notebook_to_python(broken, "bad.ipynb")
+
+
+def test_a_folder_of_notebooks_is_not_told_it_has_no_py_files(tmp_path, capsys):
+    from grader.cli import main
+
+    (tmp_path / "hw").mkdir()
+    (tmp_path / "hw" / "rnn.ipynb").write_text("{broken")
+    main([str(tmp_path / "hw"), "--no-config"])
+    captured = capsys.readouterr()
+    assert "has no .py files" not in captured.err + captured.out
+    assert "rnn.ipynb" in captured.out and "not a notebook Jupyter can open" in captured.out
+
+
+# ---------------------------------------------------------------------------------------------- check() in a notebook
+
+
+class FakeShell:
+    """What ``check`` reads of IPython's shell: the raw input history, In [0] being empty."""
+
+    def __init__(self, cells: list[str]) -> None:
+        self.history_manager = type("History", (), {"input_hist_raw": [""] + cells})()
+        self.user_ns = {"In": [""] + cells}
+
+
+def test_check_grades_the_kernels_cells_for_one_exercise(monkeypatch):
+    import torch
+
+    import grader
+    from grader import jupyter
+
+    history = [
+        "%matplotlib inline\nimport torch\nfrom grader import hookimpl",   # In [1]
+        reference_body("rnn_scratch.py"),                                   # In [2]
+        "X = torch.arange(10).reshape((2, 5))",                             # In [3]
+        SWAPPED,                                                            # In [4]: the kernel's latest rnn
+        "from grader import check\ncheck('rnn')",                           # In [5]
+    ]
+    monkeypatch.setattr(jupyter, "get_ipython", lambda: FakeShell(history))
+    torch.set_num_threads(2)
+    torch.manual_seed(7)
+    expected_random = torch.rand(1)
+    torch.manual_seed(7)
+    result = grader.check("rnn")
+    assert torch.get_num_threads() == 2 and torch.equal(torch.rand(1), expected_random)  # the kernel's torch untouched
+    report = result.report
+    assert report is not None, result.error
+    assert [ex.name for ex in report.exercises] == ["rnn_scratch"] and report.max_points == 30
+    assert 0 < report.points < 30
+    line = SWAPPED.splitlines().index(next(x for x in SWAPPED.splitlines() if "torch.mm(W_hh, H)" in x)) + 1
+    messages = " ".join(c.message for c in report.all_checks())
+    messages = " ".join(c.message + " " + c.details for c in report.all_checks())
+    assert f"this notebook, In [4], line {line}" in messages, messages
+    assert "Score: " in str(result) and "rnn_scratch" in repr(result)
+    page = result._repr_html_()
+    assert page.startswith("<iframe srcdoc=\"") and "<script" not in page.split('"', 2)[1]
+
+
+def test_check_says_what_it_needs(monkeypatch):
+    from grader import check, jupyter
+
+    assert "did you mean 'rnn'" in str(check("rnnn"))
+    assert "did you mean 'rnn_scratch'" in check("rnn_scrach").error
+    monkeypatch.setattr(jupyter, "get_ipython", lambda: None)
+    outside = check("rnn")
+    assert outside.report is None and "call it in a Jupyter cell" in outside.error and "path=" in outside.error
+    assert outside._repr_html_().startswith("<pre>check: ")
+
+
+def test_importing_grader_imports_no_notebook_machinery():
+    import subprocess
+    import sys
+
+    code = "import grader, sys; print(sorted(m for m in sys.modules if m.startswith(('grader.', 'nbformat', 'IPython', 'torch'))))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
