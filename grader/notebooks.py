@@ -497,9 +497,17 @@ def point_at_notebooks(report: GradingReport, notebooks: Mapping[str, Converted]
         return replace(result, message=text(result.message), details=text(result.details))
 
     exercises = tuple(replace(ex, checks=tuple(check(c) for c in ex.checks)) for ex in report.exercises)
-    problems = tuple(FileProblem(notebooks[p.path].name or p.path if p.path in notebooks else p.path,
-                                 text(p.message, p.path if p.path in notebooks else None), p.severity)
-                     for p in report.problems)
+    def problem(p: FileProblem) -> FileProblem:
+        converted = notebooks.get(p.path)
+        if converted is None:
+            return p
+        message = text(p.message, p.path)
+        where = converted.where(p.line).removeprefix(f"{converted.name}, ") if p.line > 0 else ""
+        if where and where not in message:  # the line it is about, as a cell's
+            message = f"{where}: {message}"
+        return FileProblem(converted.name or p.path, message, p.severity)  # a notebook has no lines of its own
+
+    problems = tuple(problem(p) for p in report.problems)
     implemented = {hook: notebooks[f].name or f if f in notebooks else f for hook, f in report.implemented.items()}
     locations = {hook: ((notebooks[f].name or f, 1) if f in notebooks else (f, line))
                  for hook, (f, line) in report.locations.items()}

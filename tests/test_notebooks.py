@@ -103,6 +103,22 @@ def test_a_mistake_costs_its_exercise_only_and_names_the_cell_and_line(tmp_path,
     assert "rnn.py" not in said
 
 
+def test_file_problems_in_a_notebook_name_the_cell_and_line(tmp_path, grading):
+    unmarked = reference_body("rnn_scratch.py").replace("@hookimpl\ndef rnn(", "def rnn(")
+    line = unmarked.split("def rnn(")[0].count("\n") + 1
+    write_notebook(tmp_path / "hw" / "rnn.ipynb", book_notebook(rnn_cell=unmarked))
+    report = grading(tmp_path / "hw")
+    assert [(p.where, p.message.split(":")[0]) for p in report.problems] == [("rnn.ipynb", f"cell 4, line {line}")]
+    # a syntax error: the notebook's module cannot be imported, so its checks are errors that say where
+    broken = reference_body("rnn_scratch.py").replace("def rnn(inputs, state, params):", "def rnn(inputs, state, params)")
+    line = broken.split("def rnn(inputs")[0].count("\n") + 1
+    write_notebook(tmp_path / "hw" / "rnn.ipynb", book_notebook(rnn_cell=broken))
+    report = grading(tmp_path / "hw")
+    message = checks_of(report, "rnn_scratch")["rnn_scratch.rnn.shapes"].message
+    assert report.all_checks() and {c.status for c in report.all_checks()} == {"error"}, message
+    assert f"which could not be imported: SyntaxError: expected ':' at rnn.ipynb, cell 4, line {line}" in message
+
+
 def test_a_real_py_file_wins_over_a_notebook_of_the_same_name(tmp_path, grading):
     folder = tmp_path / "hw"
     write_notebook(folder / "rnn_scratch.ipynb", book_notebook(rnn_cell=SWAPPED))

@@ -169,10 +169,11 @@ def format_summary(
         for problem in report.problems:
             severity = problem.severity.ljust(width)
             style = ERROR if problem.severity == "error" else "warning"
-            lines.append(
-                f"{_INDENT}{paint(severity, style)}  "
-                f"{one_line(problem.where, 1000)}: {one_line(problem.message, MESSAGE_LIMIT)}"
-            )
+            # whole, wrapped under the file's name: what to do is usually at the end
+            pad = " " * len(f"{_INDENT}{severity}  ")
+            text = f"{one_line(problem.where, 1000)}: {one_line(problem.message, DIAGNOSIS_LIMIT)}"
+            rows = _wrap(text, _width() - len(pad))
+            lines += [f"{_INDENT}{paint(severity, style)}  {rows[0]}"] + [pad + row for row in rows[1:]]
 
     titles = {c.check_id: one_line(c.title, MESSAGE_LIMIT) for c in report.all_checks()}
     for exercise in report.exercises:
