@@ -40,7 +40,7 @@ def book_notebook(rnn_cell: str = "", d2l: bool = HAS_D2L) -> nbformat.NotebookN
         code("X = torch.arange(10).reshape((2, 5))\nF.one_hot(X.T, 28).shape"),      # 5
         code(reference_body("grad_clipping.py")),                                    # 6
         code(reference_body("predict.py")),                                          # 7
-        code(reference_body("train_epoch.py")),                                      # 8
+        code(book_train_epoch() if d2l else reference_body("train_epoch.py")),       # 8
         code(reference_body("rnn_concise.py")),                                      # 9
         code(reference_body("sine_wave.py")),                                        # 10
         code(reference_body("gradient_flow.py")),                                    # 11
@@ -54,6 +54,18 @@ def book_notebook(rnn_cell: str = "", d2l: bool = HAS_D2L) -> nbformat.NotebookN
     notebook = nbformat.v4.new_notebook()
     notebook.cells = cells
     return notebook
+
+
+def book_train_epoch() -> str:
+    """train_epoch as the book writes it, with d2l's Timer and Accumulator (so the notebook's d2l import is used)."""
+    body = reference_body("train_epoch.py")
+    body = body.replace("state, start = None, time.perf_counter()\n    total_loss, total_tokens = 0.0, 0",
+                        "state, timer = None, d2l.Timer()\n    metric = d2l.Accumulator(2)")
+    body = body.replace("total_loss += l.item() * y.numel()\n        total_tokens += y.numel()",
+                        "metric.add(l.item() * y.numel(), y.numel())")
+    head, _, _ = body.rpartition("    elapsed = ")
+    assert "d2l.Timer()" in head and "metric.add(" in head, "the reference's train_epoch changed; update this test"
+    return head + "    return math.exp(metric[0] / metric[1]), metric[1] / max(timer.stop(), 1e-9)\n"
 
 
 def write_notebook(path: Path, notebook: nbformat.NotebookNode) -> Path:
