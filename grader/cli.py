@@ -162,9 +162,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if isinstance(config, int):
         return config
     if args.watch:
-        from grader.watch import watch
-
-        return watch(folder, config)
+        return run_watch(folder, config)
     fail_under = args.fail_under
     if fail_under is None and config.course is not None:
         fail_under = config.course.fail_under
@@ -352,6 +350,21 @@ def run(folder: Path, config: RunConfig, fail_under: Optional[float] = None, bas
         print(f"score {report.percent:.1f} is below --fail-under {fail_under:g}")
         return BELOW_THRESHOLD
     return OK
+
+
+def run_watch(folder: Path, config: RunConfig) -> int:
+    """``grade --watch DIR``: grade, then again on every save, until Ctrl-C."""
+    from grader.course import CourseError
+    from grader.judge.runners import RunnerError
+    from grader.packs import PackError
+    from grader.watch import watch
+
+    try:
+        return watch(folder, config)
+    except RunnerError as exc:
+        return _runner_failed(exc, config)
+    except (CourseError, PackError) as exc:
+        return _course_error(exc)
 
 
 def run_batch(args: argparse.Namespace, config: RunConfig) -> int:

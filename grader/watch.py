@@ -181,18 +181,21 @@ def _next_saves(saves: "queue.Queue[Union[list[str], BaseException]]") -> list[s
 
 
 def watch(folder: Path, config: RunConfig) -> int:
-    """Grade ``folder``, then again on every save, until Ctrl-C; the exit status of ``grade``."""
+    """Grade ``folder``, then again on every save, until Ctrl-C (or SIGTERM); the exit status of ``grade``.
+
+    :raises grader.judge.runners.RunnerError: the runner could not start for the first grading.
+    :raises grader.course.CourseError: the course configuration names what does not exist.
+    :raises grader.packs.PackError: a pack cannot be loaded.
+    """
     from grader import cli
-    from grader.course import CourseError
     from grader.judge.runners import RunnerError
     from grader.judge.single import new_runner
-    from grader.packs import PackError
 
     if config.out_dir is not None:
         try:
             config.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            print(f"grade: cannot write to {config.out_dir}: {exc}; give --out a folder you can write to", file=sys.stderr)
+            _say(f"grade: cannot write to {config.out_dir}: {exc}; give --out a folder you can write to")
             return cli.USAGE_ERROR
     saves: "queue.Queue[Union[list[str], BaseException]]" = queue.Queue()
     stop = threading.Event()
@@ -210,12 +213,10 @@ def watch(folder: Path, config: RunConfig) -> int:
         while True:
             try:
                 last = _grade_and_show(folder, config, runner, last, saved)
-            except RunnerError as exc:
+            except RunnerError as exc:  # the first time, nothing could ever be graded: the caller says why
                 if last is None:
-                    return cli._runner_failed(exc, config)
+                    raise
                 _say(f"grade: the grader could not run: {exc}; save again to retry")
-            except (CourseError, PackError) as exc:
-                return cli._course_error(exc)
             try:
                 saved = _next_saves(saves)
             except Exception as exc:  # noqa: BLE001 - the watch itself ended (e.g. the folder is gone)

@@ -27,7 +27,7 @@ from grader import registry
 GRADER = REPO / "grader"
 RUNNER_SIDE = ("grader.runner",)
 JUDGE_SIDE = ("grader.judge", "grader.report", "grader.cli", "grader.__main__", "grader.pytest_plugin",
-              "grader.autograder", "grader.autograder_run")
+              "grader.autograder", "grader.autograder_run", "grader.watch")
 
 
 def module_name(path: Path) -> str:

@@ -114,7 +114,9 @@ def progress_line(stream: TextIO, label: str, quiet: bool) -> Optional[ProgressL
 
 
 def _columns(stream: Any) -> int:
+    """The terminal's width; 80 where it does not say (a pseudo-terminal nobody sized says 0)."""
     try:
-        return max(os.get_terminal_size(stream.fileno()).columns, 20)
+        columns = os.get_terminal_size(stream.fileno()).columns
     except (AttributeError, ValueError, OSError):
         return 80
+    return max(columns, 20) if columns > 0 else 80
