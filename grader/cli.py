@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"write a GitHub Actions workflow that grades pull requests (default: {DEFAULT_WORKFLOW}) and stop")
     parser.add_argument("-v", "--verbose", action="store_true", help="list passing checks and details too")
     parser.add_argument("-q", "--quiet", action="store_true",
-                        help="no progress line while grading and no notes under the score (report.html and "
+                        help="no progress line while a folder is graded and no notes under its score (report.html and "
                              "results.json keep the notes); the checks and the score print as usual")
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                         help="colour in the terminal; auto: on a terminal, unless NO_COLOR is set or FORCE_COLOR "
