@@ -157,12 +157,16 @@ def _watch_files(folder: Path, saves: "queue.Queue[Union[list[str], BaseExceptio
     """Put the names of each burst of saved files on ``saves`` until ``stop`` (an error, when watching ends)."""
     import watchfiles
 
-    try:
-        for changes in watchfiles.watch(folder, watch_filter=lambda _change, path: wanted(path), stop_event=stop,
-                                        step=QUIET_MS, debounce=BURST_MS, recursive=False, raise_interrupt=False):
-            saves.put(sorted({Path(path).name for _, path in changes}))
-    except Exception as exc:  # noqa: BLE001 - e.g. the folder was deleted: the main thread says so and stops
-        saves.put(exc)
+    for polling in (None, True):  # the system's notifications; polling where they are missing or used up
+        try:
+            for changes in watchfiles.watch(folder, watch_filter=lambda _change, path: wanted(path), stop_event=stop,
+                                            step=QUIET_MS, debounce=BURST_MS, recursive=False, raise_interrupt=False,
+                                            force_polling=polling):
+                saves.put(sorted({Path(path).name for _, path in changes}))
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. the folder was deleted: the main thread says so and stops
+            if polling:
+                saves.put(exc)
 
 
 def _next_saves(saves: "queue.Queue[Union[list[str], BaseException]]") -> list[str]:
@@ -211,6 +215,9 @@ def watch(folder: Path, config: RunConfig) -> int:
         last: Optional[GradingReport] = None
         saved: list[str] = []
         while True:
+            if not folder.is_dir():  # deleted or moved: nothing will be saved there again
+                _say(f"grade: {folder} is gone; stopped watching")
+                return cli.USAGE_ERROR
             try:
                 last = _grade_and_show(folder, config, runner, last, saved)
             except RunnerError as exc:  # the first time, nothing could ever be graded: the caller says why
