@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demo", action="store_true", help="grade a sample submission with two typical mistakes")
     parser.add_argument("--init", metavar="DIR", type=Path, help="copy the exercise skeletons into DIR and stop")
     parser.add_argument("--out", metavar="DIR", type=Path, help="write report.html and results.json (Gradescope) here")
+    parser.add_argument("--watch", action="store_true",
+                        help="grade, then grade again whenever you save a .py file in the folder, showing only what "
+                             "changed (with -v the whole report each time; --out files are rewritten); Ctrl-C stops")
     batch = parser.add_argument_group("grading a class (instructors)")
     batch.add_argument("--batch", metavar="SUBMISSIONS", type=Path,
                        help="grade every student in this folder (a folder, .zip, .tar.gz or .py per student; "
@@ -85,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     ci.add_argument("--init-ci", metavar="FILE", type=Path, nargs="?", const=DEFAULT_WORKFLOW,
                     help=f"write a GitHub Actions workflow that grades pull requests (default: {DEFAULT_WORKFLOW}) and stop")
     parser.add_argument("-v", "--verbose", action="store_true", help="list passing checks and details too")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress line while a folder is graded and no notes under its score (report.html and "
+                             "results.json keep the notes); the checks and the score print as usual")
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                         help="colour in the terminal; auto: on a terminal, unless NO_COLOR is set or FORCE_COLOR "
                              "forces it (CI logs are plain)")
@@ -117,6 +123,8 @@ def _init(target: Path) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.watch and (problem := _watch_problem(args)):
+        return _usage(parser, problem)
     if args.init is not None:
         return _init(args.init)
     if args.batch is None and (args.jobs is not None or args.force or args.only):
@@ -157,10 +165,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = _config(parser, args, places=places)
     if isinstance(config, int):
         return config
+    if args.watch:
+        return run_watch(folder, config)
     fail_under = args.fail_under
     if fail_under is None and config.course is not None:
         fail_under = config.course.fail_under
     return run(folder, config, fail_under, base=args.base)
+
+
+def _watch_problem(args: argparse.Namespace) -> Optional[str]:
+    """What --watch cannot go with, if anything is given with it."""
+    others = [flag for flag, given in (
+        ("--batch", args.batch is not None), ("--demo", args.demo), ("--init", args.init is not None),
+        ("--init-ci", args.init_ci is not None), ("--gradescope-autograder", args.gradescope_autograder is not None),
+        ("--list-checks", args.list_checks), ("--explain", args.explain is not None),
+        ("--fail-under", args.fail_under is not None), ("--base", args.base is not None)) if given]
+    if others:
+        return (f"--watch grades your folder again on every save until Ctrl-C; give it without {others[0]} "
+                "(e.g. `grade --watch my_rnn/`)")
+    return None
 
 
 def _course_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -263,7 +286,7 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace,
     if secret is not None and not secret.strip():
         return _usage(parser, "--secret-seed needs a non-empty text")
     config = RunConfig(corpus_path=corpus, out_dir=args.out, hidden=args.hidden, check_timeout=args.timeout,
-                       verbose=args.verbose, color=use_color(args.color), secret=secret,
+                       verbose=args.verbose, color=use_color(args.color), quiet=args.quiet, secret=secret,
                        isolation="allow-open" if args.allow_unisolated else "require" if args.authoritative else "auto",
                        course=course,
                        junit_path=args.junit, plugin_dirs=tuple(p.resolve() for p in args.plugins))
@@ -293,6 +316,7 @@ def run(folder: Path, config: RunConfig, fail_under: Optional[float] = None, bas
     from grader.judge.runners import RunnerError
     from grader.judge.single import grade_folder
     from grader.packs import PackError
+    from grader.report.progress_line import progress_line
 
     untrusted: tuple[str, ...] = ()
     if base is not None:
@@ -303,12 +327,16 @@ def run(folder: Path, config: RunConfig, fail_under: Optional[float] = None, bas
         except CIError as exc:
             print(f"grade: error: --base {base}: {exc}", file=sys.stderr)
             return USAGE_ERROR
+    progress = progress_line(sys.stderr, str(folder), config.quiet)
     try:
-        graded = grade_folder(folder, config)
+        graded = grade_folder(folder, config, progress=progress)
     except RunnerError as exc:
         return _runner_failed(exc, config)
     except (CourseError, PackError) as exc:
         return _course_error(exc)
+    finally:
+        if progress is not None:  # wiped before anything else prints
+            progress.close()
     report, pm, config = graded.report, graded.pm, graded.config
     if config.isolation == "allow-open" and not graded.isolated:
         report = replace(report, notices=report.notices + (UNISOLATED,))
@@ -326,6 +354,21 @@ def run(folder: Path, config: RunConfig, fail_under: Optional[float] = None, bas
         print(f"score {report.percent:.1f} is below --fail-under {fail_under:g}")
         return BELOW_THRESHOLD
     return OK
+
+
+def run_watch(folder: Path, config: RunConfig) -> int:
+    """``grade --watch DIR``: grade, then again on every save, until Ctrl-C."""
+    from grader.course import CourseError
+    from grader.judge.runners import RunnerError
+    from grader.packs import PackError
+    from grader.watch import watch
+
+    try:
+        return watch(folder, config)
+    except RunnerError as exc:
+        return _runner_failed(exc, config)
+    except (CourseError, PackError) as exc:
+        return _course_error(exc)
 
 
 def run_batch(args: argparse.Namespace, config: RunConfig) -> int:

@@ -28,6 +28,8 @@ class RunConfig:
     verbose: bool = False
     #: colour in terminal output
     color: bool = False
+    #: ``-q``: no progress line, and the terminal summary leaves out the notes (the files keep them)
+    quiet: bool = False
     #: devices the device checks run on besides "meta" (e.g. "cuda" when available)
     extra_devices: tuple[str, ...] = field(default_factory=tuple)
     #: the course's secret seed: every generated input is derived from it (see grader.secret)

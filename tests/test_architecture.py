@@ -27,7 +27,8 @@ from grader import registry
 GRADER = REPO / "grader"
 RUNNER_SIDE = ("grader.runner",)
 JUDGE_SIDE = ("grader.judge", "grader.report", "grader.cli", "grader.__main__", "grader.pytest_plugin",
-              "grader.autograder", "grader.autograder_run", "grader.jupyter")
+              "grader.autograder", "grader.autograder_run", "grader.jupyter",
+              "grader.watch")
 #: (shared module, judge-side module) it may import inside a function: ``grader.check`` is the notebook
 #: front-end's entry point, imported only when a notebook calls it (the runner never does: see
 #: test_the_runner_process_loads_no_judge_module)

@@ -62,6 +62,8 @@ def test_reference_full_marks_exit_0_with_fail_under():
     done = grade(str(REFERENCE), "--fail-under", "100")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "100/100" in done.stdout
+    # stderr is a pipe here, not a terminal: no progress line anywhere
+    assert "starting the grader" not in done.stderr and "\x1b[K" not in done.stderr + done.stdout
 
 
 def test_grading_is_deterministic(tmp_path):
@@ -102,3 +104,84 @@ def test_colour_follows_the_option_then_no_color_and_force_color(monkeypatch, en
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert cli.use_color(choice, _Stream(tty)) is expected
+
+
+def _grade_with_stderr_on_a_terminal(*args: str) -> tuple[int, str, str]:
+    """``grade`` with stderr on a pseudo-terminal (120 columns) and stdout on a pipe: (status, stdout, terminal)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+    import threading
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+    env["TERM"] = "xterm"
+    proc = subprocess.Popen([sys.executable, "-m", "grader", *args], cwd=REPO, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=slave, env=env)
+    os.close(slave)
+    seen = bytearray()
+
+    def read_terminal() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the process closed its end
+                return
+            if not chunk:
+                return
+            seen.extend(chunk)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    stdout = proc.stdout.read().decode()
+    status = proc.wait(timeout=300)
+    reader.join(timeout=10)
+    os.close(master)
+    return status, stdout, seen.decode("utf-8", "replace")
+
+
+def test_progress_shows_on_a_terminal_from_the_start_and_is_wiped_before_the_report():
+    status, stdout, terminal = _grade_with_stderr_on_a_terminal(str(REFERENCE))
+    assert status == 0, stdout + terminal
+    assert "starting the grader" in terminal  # something at once, while torch loads and the runner starts
+    assert "loading your files" in terminal
+    assert "checks, " in terminal and "/7 exercises" in terminal
+    assert terminal.endswith("\r\x1b[K"), repr(terminal[-200:])  # the line wiped: the report starts clean
+    assert "100/100" in stdout
+    assert "\x1b[K" not in stdout and "starting the grader" not in stdout and "checks, " not in stdout
+
+
+def test_quiet_shows_no_progress_on_a_terminal():
+    status, stdout, terminal = _grade_with_stderr_on_a_terminal("--demo", "-q")
+    assert status == 0, stdout + terminal
+    assert terminal == ""
+    assert "Score:" in stdout
+
+
+def test_quiet_leaves_the_notes_out_of_the_terminal_summary_only():
+    from grader.config import RunConfig
+    from grader.report.terminal import format_summary
+    from grader.results import GradingReport
+
+    report = GradingReport(submission="my_rnn", points=0, max_points=0, exercises=(),
+                           notices=("sandbox off: student code ran unisolated",))
+    assert "Note: sandbox off" in format_summary(report, RunConfig())
+    quiet = format_summary(report, RunConfig(quiet=True))
+    assert "Note:" not in quiet and "Score:" in quiet
+
+
+def test_progress_counts_checks_and_finished_exercises():
+    from types import SimpleNamespace
+
+    from grader.judge.progress import CheckTally
+
+    events = []
+    a1, a2, b1 = SimpleNamespace(exercise="a"), SimpleNamespace(exercise="a"), SimpleNamespace(exercise="b")
+    tally = CheckTally([[a1], [a2, b1]], events.append)
+    tally.judged([a2, b1])
+    tally.judged([a1])
+    assert [(e.checks_done, e.checks_total, e.exercises_done, e.exercises_total, e.exercise) for e in events] == [
+        (0, 3, 0, 2, ""), (2, 3, 1, 2, "a"), (3, 3, 2, 2, "a")]

@@ -26,6 +26,7 @@ from grader.definitions import Check, Exercise, Misconception, Probe
 from grader.judge.answers import parts_without
 from grader.judge.diagnosis import applicable, catalogue, diagnose, tell_each_cause_once
 from grader.judge.loading import LoadedFiles, load, read_graded, run_timeout
+from grader.judge.progress import LOADING, CheckTally, Progress, ProgressEvent, tell
 from grader.judge.runners import Runner
 from grader.judge.verdicts import decode, verdict_for
 from grader.protocol import DEFAULT_LIMITS, Limits, Request, Status
@@ -147,7 +148,9 @@ def warm_up(the_plan: Plan) -> None:
                 probe.reference()
 
 
-def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Optional[Plan] = None) -> GradingReport:
+def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Optional[Plan] = None,
+          progress: Optional[Progress] = None) -> GradingReport:
+    """Grade ``folder``; ``progress``, when given, hears each phase and each run that came back."""
     started = time.monotonic()
     folder = folder.resolve()
     files, problems, notebooks = read_graded(folder)
@@ -158,6 +161,7 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
         notices.append(SECRET_NOTICE)
     the_plan = the_plan or plan(pm, config)
     warm_up(the_plan)
+    tell(progress, ProgressEvent(LOADING))
     submission = load(files, runner, config)
     problems += submission.problems
     where = submission.where
@@ -177,6 +181,7 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
     results: dict[str, CheckResult] = {}
     events: list[tuple[Check, dict]] = []
     cpu = 0.0
+    tally = CheckTally(readers.values(), progress)
     for checks, reply in runner.run(requests(), window=WINDOW):
         cpu += reply.cpu_seconds or 0.0
         decoded = decode(reply)  # once per run, however many checks read it
@@ -189,6 +194,7 @@ def grade(folder: Path, config: RunConfig, pm: Any, runner: Runner, the_plan: Op
             events.append((checks[0], event))
         if reply.status in (Status.TIMEOUT, Status.RUNNER_DIED):
             out_of_time.setdefault(checks[0].hook, checks[0].title)
+        tally.judged(checks)
     flagged = _integrity_by_exercise(events, where, the_plan)
     for check in the_plan.checks:
         result = results.get(check.id)

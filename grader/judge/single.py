@@ -10,10 +10,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from grader.config import RunConfig
+from grader.judge.progress import PREPARING, STARTING, Progress, ProgressEvent, tell
 from grader.results import GradingReport
+
+if TYPE_CHECKING:  # pragma: no cover
+    from grader.judge.runners import Runner
 
 
 def judge_setup(config: RunConfig, reporters: bool = True) -> tuple[RunConfig, Any]:
@@ -44,28 +48,42 @@ class Graded:
     isolated: bool
 
 
-def grade_folder(folder: Path, config: RunConfig, reporters: bool = True) -> Graded:
-    """Grade ``folder`` with a runner of its own.
+def new_runner(config: RunConfig) -> "Runner":
+    """A runner (not started) isolated as ``config`` asks."""
+    from grader.judge.runners import Runner
 
+    return Runner(sandbox="require" if config.isolation == "require" else "auto")
+
+
+def grade_folder(folder: Path, config: RunConfig, reporters: bool = True, progress: Optional[Progress] = None,
+                 runner: Optional["Runner"] = None) -> Graded:
+    """Grade ``folder`` with a runner of its own, or with ``runner`` (left running for the next grading;
+    one that died since is started again).
+
+    :param progress: hears each phase of the grading and each run that came back (the CLI's progress line).
     :raises grader.judge.runners.RunnerError: the runner could not start (or not isolated, when required).
     :raises grader.course.CourseError: the course configuration names what does not exist.
     :raises grader.packs.PackError: a pack cannot be loaded.
     """
     from grader.judge import engine
-    from grader.judge.runners import Runner
 
     started = time.monotonic()
-    runner = Runner(sandbox="require" if config.isolation == "require" else "auto")
-    try:
+    tell(progress, ProgressEvent(STARTING))
+    own = runner is None
+    if own:
+        runner = new_runner(config)
         runner.launch()
+    try:
         config, pm = judge_setup(config, reporters)
+        tell(progress, ProgressEvent(PREPARING))
         the_plan = None  # with a secret the inputs depend on the submission: engine.grade plans once it is read
         if not config.secret:
             the_plan = engine.plan(pm, config)
             engine.warm_up(the_plan)  # the reference's side of every check, while the runner starts
-        report = engine.grade(folder, config, pm, runner, the_plan)
+        report = engine.grade(folder, config, pm, runner, the_plan, progress=progress)
         # "graded in": what the student waited, the runner's start and the planning included
         report = replace(report, seconds=round(time.monotonic() - started, 3))
     finally:
-        runner.stop()
+        if own:
+            runner.stop()
     return Graded(report, pm, config, runner.isolated)

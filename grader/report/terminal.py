@@ -79,6 +79,11 @@ class _Painter:
         return f"{code}{text}{_RESET}"
 
 
+def painted(text: str, style: str, color: bool) -> str:
+    """``text`` in the terminal's colour for ``style`` (a status, "bold", "dim" or "warning") when ``color``."""
+    return _Painter(color)(text, style)
+
+
 def shown_message(check: CheckResult, titles: Mapping[str, str]) -> str:
     """What the terminal says about a check: a quoted error with the hint first, and "same cause as"
     naming the other check by its title (the terminal lists checks by title, not by id)."""
@@ -189,7 +194,7 @@ def format_summary(
     ]
     if config.verbose and report.seconds:
         lines.append(f"Graded in {fmt_points(report.seconds)} s")
-    for notice in report.notices:
+    for notice in () if config.quiet else report.notices:  # -q: the notes stay in the files, off the terminal
         lines.append(f"Note: {one_line(notice, 1000)}")
     for label, path in written:
         lines.append(f"{label}: {path}")
@@ -265,4 +270,4 @@ def grader_report(report: GradingReport, config: RunConfig) -> None:
     _default.grader_report(report, config)
 
 
-__all__ = ["TerminalReporter", "format_summary", "written_files", "grader_report"]
+__all__ = ["TerminalReporter", "format_summary", "painted", "written_files", "grader_report"]
