@@ -22,7 +22,8 @@ from typing import Any, Callable, Optional
 
 from grader.plugins import get_plugin_manager
 from grader.registry import EXERCISE_HOOKS
-from grader.runner.tracebacks import describe_exception
+from grader.hints import install_advice
+from grader.runner.tracebacks import describe_exception, missing_package
 
 #: the hook specs, read once as the runner starts rather than again in every child
 _HOOK_SPECS = get_plugin_manager(with_builtins=False)
@@ -119,7 +120,9 @@ def load_submission(folder: Path, reference: Optional[dict[str, Callable]] = Non
             loaded.problem(path.name, f"could not be imported: {describe_exception(exc, folder)}")
     for stem in broken:
         path, exc = failed[stem]
-        loaded.problem(path.name, f"could not be imported: {describe_exception(exc, folder)}")
+        missing = missing_package(exc, folder)
+        advice = f"; {install_advice(missing)}" if missing else ""
+        loaded.problem(path.name, f"could not be imported: {describe_exception(exc, folder)}{advice}")
     _warn_unmarked(loaded)
     return loaded
 

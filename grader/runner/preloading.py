@@ -1,0 +1,127 @@
+"""Importing, once and in the zygote, the installed packages a submission imports.
+
+Every child is forked from the zygote, so a package the zygote has imported is already in the
+child's ``sys.modules``: the submission's ``import d2l`` then costs nothing instead of seconds in
+every run. The judge names the packages (:attr:`grader.protocol.Request.preload`, read from the
+submission's import statements); the zygote trusts none of it blindly:
+
+- only a name that resolves to an installed package in the environment's site-packages (never the
+  standard library, never the staged submission, which is not on the zygote's path anyway) is imported;
+- the imports of one request share :data:`~grader.protocol.PRELOAD_SECONDS`; a package that raises or
+  runs out of time is remembered and never tried again: the child imports it as usual and reports
+  its own error;
+- nothing the import prints or reads reaches the zygote's protocol pipes (stdin, stdout, stderr are
+  the null device meanwhile);
+- a package whose import rebinds what the runner relies on (the integrity snapshot's functions) is
+  undone and left to the child, where the change is seen as the submission's own import's.
+
+A package that starts threads at import keeps them in the zygote; a forked child has only the thread
+that forked it. The usual pools (OpenMP, BLAS) are held to one thread by the runner's environment
+and never started by the idle zygote, as for torch (see ``zygote._warm_up``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from grader.packages import installed_origin
+from grader.protocol import PRELOAD_LIMIT, PRELOAD_SECONDS
+from grader.runner.integrity import Snapshot
+
+
+class PreloadTimeout(Exception):
+    """A preload's import ran past its share of time."""
+
+
+def _out_of_time(signum: int, frame: object) -> None:
+    raise PreloadTimeout
+
+
+@contextlib.contextmanager
+def _quiet_and_limited(seconds: float) -> Iterator[None]:
+    """stdin, stdout and stderr on the null device (at the descriptors and in ``sys``), and an alarm after ``seconds``."""
+    saved = {fd: os.dup(fd) for fd in (0, 1, 2)}
+    null_in, null_out = os.open(os.devnull, os.O_RDONLY), os.open(os.devnull, os.O_WRONLY)
+    previous = signal.signal(signal.SIGALRM, _out_of_time)
+    try:
+        os.dup2(null_in, 0)
+        os.dup2(null_out, 1)
+        os.dup2(null_out, 2)
+        sink, stdin = io.StringIO(), sys.stdin
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            sys.stdin = io.StringIO()
+            signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
+            try:
+                yield
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                sys.stdin = stdin
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+        for stream in (sys.__stdout__, sys.__stderr__):
+            try:
+                stream.flush()  # what was written to the real streams goes to the null device, not the protocol
+            except (OSError, ValueError, AttributeError):
+                pass
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(null_in)
+        os.close(null_out)
+
+
+class Preloader:
+    """The zygote's record of what it preloaded and what it will not try again."""
+
+    def __init__(self, snapshot: Snapshot, seconds: float = PRELOAD_SECONDS):
+        self.snapshot, self.seconds = snapshot, seconds
+        #: names that were imported here, and names that failed, ran out of time or changed the runner's world
+        self.loaded: set[str] = set()
+        self.refused: set[str] = set()
+
+    def preload(self, names: Iterable[str], staged: Path) -> None:
+        """Import the installed packages among ``names`` that are not imported yet (never raises).
+
+        :param staged: the run's staged submission; a name that resolves inside it is never imported.
+        """
+        deadline = time.monotonic() + self.seconds
+        for name in list(names)[:PRELOAD_LIMIT]:
+            if not isinstance(name, str) or name in self.refused or name in sys.modules:
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return  # not refused: a later request has its own time for it
+            origin = installed_origin(name)
+            if origin is None or Path(origin).resolve().is_relative_to(staged.resolve()):
+                self.refused.add(name)
+                continue
+            self._import(name, left)
+
+    def _import(self, name: str, seconds: float) -> None:
+        before = set(sys.modules)
+        try:
+            with _quiet_and_limited(seconds):
+                importlib.import_module(name)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # noqa: BLE001 - SystemExit, a timeout: the child will import it and say why
+            self.refused.add(name)
+            return
+        if self.snapshot.changes():
+            # it rebinds what the runner relies on: put that back and let each child import it afresh,
+            # so the change is the submission's own import's (and seen as such) in its runs only
+            for module in set(sys.modules) - before:
+                sys.modules.pop(module, None)
+            if self.snapshot.restore():
+                os._exit(75)  # could not undo it: no later child may inherit it; the judge starts a fresh runner
+            self.refused.add(name)
+            return
+        self.loaded.add(name)
