@@ -118,7 +118,6 @@ def test_a_package_missing_when_a_hook_imports_it_is_named_too(grading, submissi
     messages = [c.message for c in checks_of(report, "grad_clipping").values() if c.status != "passed"]
     told = [m for m in messages if f"`pip install {name}`" in m]  # once: the other checks say "same cause as"
     assert told, messages
-    print(told[0])
     assert told[0].index("pip install") < told[0].index("ModuleNotFoundError")  # the advice first
 
 
