@@ -7,9 +7,11 @@ every child inherits them. A package that is not installed gets a message saying
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -212,3 +214,31 @@ def test_a_preload_that_rebinds_what_the_runner_relies_on_is_undone(fake_package
     preloader.preload([name], tmp_path / "staged")
     assert torch.tanh is original and not preloader.snapshot.changes()
     assert name in preloader.refused and name not in sys.modules  # each child imports it, and is seen doing so
+
+
+# --- a package whose import ends the runner -------------------------------------------------------------------------
+
+def test_a_preload_that_ends_the_runner_is_not_asked_of_the_next_one(tmp_path, submission):
+    """os._exit at import cannot be caught: the runner dies once, the fresh one preloads nothing, the file is set aside."""
+    import sysconfig
+
+    from grader.config import RunConfig
+    from grader.judge import engine
+    from grader.judge.runners import Runner
+    from grader.plugins import get_plugin_manager
+
+    site = Path(sysconfig.get_paths()["purelib"])  # where the runner, sandboxed or not, imports from
+    package = site / "grader_test_exiting_import"
+    package.mkdir()
+    try:
+        (package / "__init__.py").write_text("import os\nos._exit(3)\n")
+        folder = submission({"predict.py": "import grader_test_exiting_import\n" + (REFERENCE / "predict.py").read_text()})
+        pm, config = get_plugin_manager(), RunConfig()
+        with Runner() as runner:
+            runner.start()
+            report = engine.grade(folder, config, pm, runner, engine.plan(pm, config))
+            assert not runner.preloading
+    finally:
+        shutil.rmtree(package, ignore_errors=True)
+    assert "ended the process (exit status 3" in problems_of(report)["predict.py"]
+    assert lost(report) == {"predict": 10}

@@ -18,6 +18,8 @@ from grader.protocol import PRELOAD_LIMIT
 
 #: set (to anything but "" or "0") to preload nothing: each run imports its packages itself, as before preloading
 NO_PRELOAD = "GRADER_NO_PRELOAD"
+#: most distinct names looked up in the environment for one submission (a file may list thousands)
+LOOKUP_LIMIT = 256
 #: what the runner has imported before any request: preloading them would change nothing
 LOADED_BY_RUNNER = frozenset({"torch", "numpy", "grader", "pluggy", "typing_extensions"})
 
@@ -52,10 +54,14 @@ def preloads(files: Mapping[str, str]) -> tuple[str, ...]:
         return ()
     own = {Path(name).stem for name in files}
     found: dict[str, None] = {}
+    looked_up: set[str] = set()
     for name in sorted(files):
         for module in imported_names(files[name]):
-            if module in own or module in LOADED_BY_RUNNER or module in found:
+            if module in own or module in LOADED_BY_RUNNER or module in looked_up:
                 continue
+            if len(looked_up) == LOOKUP_LIMIT:
+                return tuple(found)
+            looked_up.add(module)
             if installed_origin(module) is None:
                 continue
             found[module] = None

@@ -34,6 +34,7 @@ from typing import Iterable, Iterator
 
 from grader.packages import installed_origin
 from grader.protocol import PRELOAD_LIMIT, PRELOAD_SECONDS
+from grader.registry import ANSWER_PACKAGES
 from grader.runner.integrity import Snapshot
 
 
@@ -100,7 +101,7 @@ class Preloader:
             if left <= 0:
                 return  # not refused: a later request has its own time for it
             origin = installed_origin(name)
-            if origin is None or Path(origin).resolve().is_relative_to(staged.resolve()):
+            if origin is None or name in ANSWER_PACKAGES or Path(origin).resolve().is_relative_to(staged.resolve()):
                 self.refused.add(name)
                 continue
             self._import(name, left)
