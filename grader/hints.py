@@ -93,7 +93,7 @@ def install_advice(name: str) -> str:
     """What to do about ``import name`` of a package that is not installed where the grader runs."""
     advice = f"install it with `{install_command(name)}` in the environment you run `grade` from"
     if name == BOOK_PACKAGE:
-        advice += (" (d2l.torch also imports torchvision, matplotlib, pandas and requests); or do without it: the grader "
+        advice += (" (d2l.torch also imports torchvision, the version made for your torch, matplotlib, pandas, requests and IPython); or do without it: the grader "
                    "hands your functions the book's objects itself (the vocabulary, data iterators, models and "
                    "updaters), so `from d2l import torch as d2l` can go, or be guarded with try/except ImportError")
     return advice
@@ -229,7 +229,10 @@ def explain_error(who: str, error: Any, hints: Iterable[Hint] = (), hint: str = 
         return (f"the check could not use what {owner} returned: the grader's own code stopped with {what}"
                 f"{quote(raised.text)} (an error of the check's, not raised by your code); check the type, shape and "
                 f"dtype of what {owner} returns")
-    meaning = hint.rstrip(". ") or not_installed(raised) or translate(error, hints, sizes)
+    missing = not_installed(raised)
+    if missing:  # the advice says it; the quote need not
+        raised = dataclasses.replace(raised, text=raised.text.replace(NOT_INSTALLED, ""))
+    meaning = hint.rstrip(". ") or missing or translate(error, hints, sizes)
     where = f" (at {shorten(raised.where, 300)})" if raised.where else ""
     if not raised.kind:  # not the runner's description of an exception: said as it is
         return f"{who} raised {quote(raised.text)}{where}" + (f"; {meaning}" if meaning else "")
