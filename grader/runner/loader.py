@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from grader.hints import install_advice
 from grader.plugins import get_plugin_manager
 from grader.registry import EXERCISE_HOOKS
-from grader.hints import install_advice
 from grader.runner.tracebacks import describe_exception, missing_package
 
 #: the hook specs, read once as the runner starts rather than again in every child
