@@ -7,8 +7,9 @@ in the environment's site-packages, where the runner (sandboxed or not) imports 
 afterwards. Grades a copy of the reference solution as it is, then with `import <package>` at the top of
 every file and a call of it in a hook, in a fresh `python -m grader` process each time, and prints the
 median wall times, their ratio (target: within 1.3x) and what the importing copy costs beyond one
-import of the package (the floor: the package must be imported once before any check can use it). With ``--before`` it also grades the importing
-copy with preloading turned off (``GRADER_NO_PRELOAD=1``): every run then imports the package itself.
+import of the package (the floor: the package must be imported once before any check can use it).
+With ``--before`` it also grades the importing copy with preloading turned off
+(``GRADER_NO_PRELOAD=1``): every run then imports the package itself.
 When the book's ``d2l`` is importable, a copy with ``from d2l import torch as d2l`` is timed too.
 """
 
