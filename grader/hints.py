@@ -89,14 +89,16 @@ def install_command(name: str) -> str:
     return f"pip install {DISTRIBUTIONS.get(name, name)}"
 
 
-def install_advice(name: str) -> str:
-    """What to do about ``import name`` of a package that is not installed where the grader runs."""
-    advice = f"install it with `{install_command(name)}` in the environment you run `grade` from"
-    if name == BOOK_PACKAGE:
-        advice += (" (d2l.torch also imports torchvision, the version made for your torch, matplotlib, pandas, requests and IPython); or do without it: the grader "
-                   "hands your functions the book's objects itself (the vocabulary, data iterators, models and "
-                   "updaters), so `from d2l import torch as d2l` can go, or be guarded with try/except ImportError")
-    return advice
+def missing_package(name: str) -> str:
+    """What to do about a package ``name`` that a submission imports and that is not installed where the grader runs,
+    the important part first (a report's summary line shows about 160 characters)."""
+    install = f"install it with `{install_command(name)}` in the environment you run `grade` from"
+    if name != BOOK_PACKAGE:
+        return install
+    return ("the grader gives your functions the book's objects (vocab, iterators, models, updaters), so the import "
+            "can go unless they call d2l's own functions (or guard it with try/except ImportError); to keep it, "
+            f"{install} (d2l.torch also imports torchvision, the version made for your torch, matplotlib, pandas, "
+            "requests and IPython)")
 
 
 #: how the runner marks an error that the grader's own code (a probe, the reference's training loop) raised on what
@@ -229,7 +231,7 @@ def explain_error(who: str, error: Any, hints: Iterable[Hint] = (), hint: str = 
         return (f"the check could not use what {owner} returned: the grader's own code stopped with {what}"
                 f"{quote(raised.text)} (an error of the check's, not raised by your code); check the type, shape and "
                 f"dtype of what {owner} returns")
-    missing = not_installed(raised)
+    missing = package_advice(raised)
     if missing:  # the advice says it; the quote need not
         raised = dataclasses.replace(raised, text=raised.text.replace(NOT_INSTALLED, ""))
     meaning = hint.rstrip(". ") or missing or translate(error, hints, sizes)
@@ -244,13 +246,13 @@ def explain_error(who: str, error: Any, hints: Iterable[Hint] = (), hint: str = 
             f"{quote(raised.text, advice=False)}{where}")
 
 
-def not_installed(raised: RaisedError) -> str:
+def package_advice(raised: RaisedError) -> str:
     """What to do about a package the runner found not installed (see :data:`NOT_INSTALLED`), or ""."""
     missing = re.match(r"No module named '([\w.]+)'", raised.text)
     if raised.kind != "ModuleNotFoundError" or not missing or NOT_INSTALLED.strip() not in raised.text:
         return ""
     name = missing[1].partition(".")[0]
-    return f"the package {name} is not installed; {install_advice(name)}"
+    return f"{name} is not installed: {missing_package(name)}"
 
 
 def hint_for(message: str, hints: Iterable[Hint] = ()) -> str:

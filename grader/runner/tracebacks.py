@@ -43,7 +43,7 @@ def describe_exception(exc: BaseException, folder: Path) -> str:
         text = type(exc).__name__
     if isinstance(exc, SyntaxError) and exc.lineno:
         text = f"SyntaxError: {exc.msg} (line {exc.lineno})"
-    if missing_package(exc, folder):
+    if uninstalled_module(exc, folder):
         text += NOT_INSTALLED
     frames = student_frames(exc.__traceback__, folder)
     where = f" at {frames[-1]}" if frames else ""
@@ -51,7 +51,7 @@ def describe_exception(exc: BaseException, folder: Path) -> str:
     return shorten(own + shorten(text, 2000) + where, 2400)
 
 
-def missing_package(exc: BaseException, folder: Path) -> Optional[str]:
+def uninstalled_module(exc: BaseException, folder: Path) -> Optional[str]:
     """The top-level module a ModuleNotFoundError names when it is neither a file of the submission nor installed
     (a package to install, then), else None."""
     if not isinstance(exc, ModuleNotFoundError) or not isinstance(exc.name, str):
