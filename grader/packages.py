@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +17,8 @@ PACKAGE_FOLDERS = ("site-packages", "dist-packages")
 
 
 def installed_origin(name: str) -> Optional[str]:
-    """Where the installed third-party package ``name`` lives, or None (standard library, not installed, elsewhere).
+    """Where the installed third-party package ``name`` (a top-level name) lives, or None (standard library, not
+    installed, elsewhere).
 
     ``find_spec`` of a top-level name runs no code of the package, only the interpreter's finders.
     """
@@ -26,6 +28,11 @@ def installed_origin(name: str) -> Optional[str]:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError, AttributeError):
         return None
+    return installed_location(spec)
+
+
+def installed_location(spec: Optional[ModuleSpec]) -> Optional[str]:
+    """Where a module found by ``spec`` lives when that is inside a site-packages (or dist-packages) folder, else None."""
     if spec is None:
         return None
     origin = spec.origin if spec.origin not in (None, "namespace", "built-in", "frozen") else None

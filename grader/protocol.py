@@ -53,8 +53,8 @@ OUTPUT_KEPT = 64 * 1024
 REFERENCE_LIMIT = 4 * MiB
 #: a frame's length prefix: 8 bytes, little-endian
 FRAME = struct.Struct("<Q")
-#: most packages a request may ask the runner to preload
-PRELOAD_LIMIT = 16
+#: most modules a request may ask the runner to preload
+PRELOAD_LIMIT = 32
 #: seconds the runner spends at most importing one request's preloads (well within the judge's patience
 #: for a reply; a package not imported by then is left to the child, which imports it as usual)
 PRELOAD_SECONDS = 12.0

@@ -40,7 +40,8 @@ def test_imported_names_reads_every_absolute_import_and_no_relative_one():
             except ImportError:
                 pass
     """)
-    assert imported_names(source) == ["os", "yaml", "jinja2", "markupsafe", "pygments"]
+    assert imported_names(source) == ["os", "yaml.constructor", "jinja2", "jinja2.Template", "markupsafe",
+                                      "pygments.lexers", "pygments.lexers.PythonLexer"]
     assert imported_names("def broken(:\n") == []  # the runner reports the syntax error
 
 
@@ -52,6 +53,12 @@ def test_preloads_keep_installed_third_party_packages_only():
     }
     # standard library, what the runner has loaded, the submission's own files and missing packages are left out
     assert preloads(files) == ("jinja2", "yaml")  # in file order, once each
+
+
+def test_preloads_name_what_may_be_a_submodule_as_the_books_import_does():
+    # `from d2l import torch as d2l`: the slow part is the submodule; the runner finds out which names are modules
+    assert preloads({"rnn.py": "from yaml import constructor, safe_load\n"}) == (
+        "yaml", "yaml.constructor", "yaml.safe_load")
 
 
 def test_preloads_never_name_an_own_file_that_shadows_an_installed_package():
@@ -205,6 +212,29 @@ def test_a_preload_inside_the_staged_submission_is_refused(tmp_path, monkeypatch
     importlib.invalidate_caches()
     preloader.preload(["student_pkg"], staged)
     assert "student_pkg" not in sys.modules and "student_pkg" in preloader.refused
+
+
+def test_a_submodule_is_preloaded_and_a_name_that_is_not_one_is_skipped(fake_packages, preloader, tmp_path):
+    name = fake_packages("fake_parent_pkg", "VALUE = 1\n")
+    (tmp_path / "lib" / "site-packages" / name / "sub.py").write_text("SUB = 2\n")
+    preloader.preload([name, f"{name}.sub", f"{name}.VALUE"], tmp_path / "staged")
+    assert {name, f"{name}.sub"} <= preloader.loaded and f"{name}.sub" in sys.modules
+    assert f"{name}.VALUE" in preloader.refused and name not in preloader.refused
+    sys.modules.pop(f"{name}.sub", None)
+
+
+def test_the_grader_and_its_answers_are_never_preloaded(preloader, tmp_path, monkeypatch):
+    import grader.runner.preloading as preloading
+
+    # as where the grader is installed from a wheel (the Gradescope image): everything in site-packages
+    monkeypatch.setattr(preloading, "installed_origin", lambda name: f"/venv/lib/site-packages/{name}/__init__.py")
+    monkeypatch.setattr(preloading, "installed_location", lambda spec: "/venv/lib/site-packages/x/__init__.py")
+    answers = ("grader.reference", "grader.demo", "reference")
+    for module in [m for m in sys.modules if m.startswith(answers)]:  # this judge process computed the reference
+        monkeypatch.delitem(sys.modules, module)
+    preloader.preload(["grader.reference", "grader.reference.rnn_scratch", "reference", "grader.demo"], tmp_path)
+    assert not [m for m in sys.modules if m.startswith(answers)]
+    assert not preloader.loaded and {"grader.reference", "grader.demo"} <= preloader.refused
 
 
 def test_a_preload_that_rebinds_what_the_runner_relies_on_is_undone(fake_packages, preloader, tmp_path):

@@ -18,17 +18,19 @@ from grader.protocol import PRELOAD_LIMIT
 
 #: set (to anything but "" or "0") to preload nothing: each run imports its packages itself, as before preloading
 NO_PRELOAD = "GRADER_NO_PRELOAD"
-#: most distinct names looked up in the environment for one submission (a file may list thousands)
+#: most distinct top-level names looked up in the environment for one submission (a file may list thousands)
 LOOKUP_LIMIT = 256
 #: what the runner has imported before any request: preloading them would change nothing
 LOADED_BY_RUNNER = frozenset({"torch", "numpy", "grader", "pluggy", "typing_extensions"})
 
 
 def imported_names(source: str) -> list[str]:
-    """The top-level module names a source imports, absolute imports only, in order of first appearance.
+    """The modules a source may import, absolute imports only, dotted, in order of first appearance.
 
-    Every ``import`` statement counts, also those inside functions and ``try`` blocks: the runner
-    imports them in the zygote only if they are installed, and a failure there costs nothing.
+    ``import a.b`` names ``a.b``; ``from a.b import c`` names ``a.b`` and ``a.b.c``, which may be a submodule
+    (``from d2l import torch``: the slow part of d2l is its submodule) or just a name in ``a.b``; the runner
+    tells them apart once ``a.b`` is imported. Every ``import`` statement counts, also those inside
+    functions and ``try`` blocks: the runner imports only what is installed, and a failure there costs nothing.
     """
     try:
         tree = ast.parse(source)
@@ -37,16 +39,16 @@ def imported_names(source: str) -> list[str]:
     names: dict[str, None] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            for alias in node.names:
-                names.setdefault(alias.name.partition(".")[0], None)
+            names.update((alias.name, None) for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.setdefault(node.module.partition(".")[0], None)
+            names.setdefault(node.module, None)
+            names.update((f"{node.module}.{alias.name}", None) for alias in node.names if alias.name != "*")
     return list(names)
 
 
 def preloads(files: Mapping[str, str]) -> tuple[str, ...]:
-    """The installed third-party packages the submission's files import, for the runner to preload (at most
-    :data:`~grader.protocol.PRELOAD_LIMIT`, in file order), never one of the submission's own module names.
+    """The modules of installed third-party packages the submission's files import, for the runner to preload (at
+    most :data:`~grader.protocol.PRELOAD_LIMIT`, in file order), never one of the submission's own module names.
 
     :param files: file name -> source, as read from the submission.
     """
@@ -54,15 +56,17 @@ def preloads(files: Mapping[str, str]) -> tuple[str, ...]:
         return ()
     own = {Path(name).stem for name in files}
     found: dict[str, None] = {}
-    looked_up: set[str] = set()
+    installed: dict[str, bool] = {}  # top-level name -> an installed package?
     for name in sorted(files):
         for module in imported_names(files[name]):
-            if module in own or module in LOADED_BY_RUNNER or module in looked_up:
+            top = module.partition(".")[0]
+            if top in own or top in LOADED_BY_RUNNER or module in found:
                 continue
-            if len(looked_up) == LOOKUP_LIMIT:
-                return tuple(found)
-            looked_up.add(module)
-            if installed_origin(module) is None:
+            if top not in installed:
+                if len(installed) == LOOKUP_LIMIT:
+                    return tuple(found)
+                installed[top] = installed_origin(top) is not None
+            if not installed[top]:
                 continue
             found[module] = None
             if len(found) == PRELOAD_LIMIT:
