@@ -98,6 +98,19 @@ def test_an_installed_package_a_submission_imports_is_preloaded(grading, submiss
     assert report.points == report.max_points == 100
 
 
+def test_the_books_package_is_preloaded_where_it_is_installed(grading, submission):
+    """`from d2l import torch as d2l` in every file, as the book's notebooks begin: d2l.torch is imported once."""
+    try:
+        from d2l import torch  # noqa: F401 - whether it imports here at all (torchvision must match torch)
+    except Exception:  # noqa: BLE001
+        pytest.skip("d2l cannot be imported here")
+    check = PRELOADED_CHECK.replace('"yaml"', '"d2l.torch"').replace("import yaml", "from d2l import torch as d2l")
+    folder = submission({name: check + (REFERENCE / name).read_text() for name in ("grad_clipping.py", "predict.py")})
+    report = grading(folder)
+    assert not problems_of(report), problems_of(report)
+    assert report.points == report.max_points == 100
+
+
 def test_a_package_that_is_not_installed_is_named_with_how_to_install_it(grading, submission):
     folder = submission({"predict.py": "import sklearn\n" + (REFERENCE / "predict.py").read_text()})
     if importlib.util.find_spec("sklearn") is not None:
