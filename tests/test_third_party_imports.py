@@ -65,6 +65,15 @@ def test_preloads_never_name_an_own_file_that_shadows_an_installed_package():
     assert preloads({"yaml.py": "x = 1\n", "rnn.py": "import yaml\n"}) == ()
 
 
+def test_a_request_carries_its_preloads_to_the_runner():
+    from grader.protocol import DEFAULT_LIMITS, FRAME, Request
+
+    frame = Request(files={"rnn.py": "import yaml\n"}, timeout=5, limits=DEFAULT_LIMITS,
+                    preload=("d2l", "d2l.torch")).encode()
+    decoded, _ = Request.decode(frame[FRAME.size:])
+    assert decoded.preload == ("d2l", "d2l.torch")
+
+
 def test_preloads_are_capped(monkeypatch):
     import grader.judge.third_party as third_party
 
