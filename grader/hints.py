@@ -70,6 +70,37 @@ GENERAL_HINTS = (
          ".to(torch.float32)"),
 )
 
+#: how the runner marks a ModuleNotFoundError for a module that is neither a submission file nor installed
+NOT_INSTALLED = " (not installed)"
+#: import names whose distribution (what pip installs) is named otherwise
+DISTRIBUTIONS = {"sklearn": "scikit-learn", "cv2": "opencv-python", "PIL": "pillow", "yaml": "pyyaml",
+                 "skimage": "scikit-image", "bs4": "beautifulsoup4", "dateutil": "python-dateutil",
+                 "attr": "attrs", "Crypto": "pycryptodome", "serial": "pyserial", "dotenv": "python-dotenv",
+                 "jose": "python-jose", "OpenSSL": "pyopenssl"}
+#: the book's own package, as its torch chapters import it; its pinned dependencies do not install on current
+#: Pythons, hence --no-deps (and d2l.torch's own imports named beside it)
+BOOK_PACKAGE = "d2l"
+
+
+def install_command(name: str) -> str:
+    """The pip command that installs the package a submission imports as ``name``."""
+    if name == BOOK_PACKAGE:
+        return "pip install d2l==0.17.6 --no-deps"
+    return f"pip install {DISTRIBUTIONS.get(name, name)}"
+
+
+def missing_package(name: str) -> str:
+    """What to do about a package ``name`` that a submission imports and that is not installed where the grader runs,
+    the important part first (a report's summary line shows about 160 characters)."""
+    install = f"install it with `{install_command(name)}` in the environment you run `grade` from"
+    if name != BOOK_PACKAGE:
+        return install
+    return ("the grader gives your functions the book's objects (vocab, iterators, models, updaters), so the import "
+            "can go unless they call d2l's own functions (or guard it with try/except ImportError); to keep it, "
+            f"{install} (d2l.torch also imports torchvision, the version made for your torch, matplotlib, pandas, "
+            "requests and IPython)")
+
+
 #: how the runner marks an error that the grader's own code (a probe, the reference's training loop) raised on what
 #: the hook returned, with no code of the submission running: an error that is not the student's code's
 GRADER_OWN = "no error in your code; the grader's check stopped on what it returned: "
@@ -202,7 +233,10 @@ def explain_error(who: str, error: Any, hints: Iterable[Hint] = (), hint: str = 
         return (f"the check could not use what {owner} returned: the grader's own code stopped with {what}"
                 f"{quote(raised.text)} (an error of the check's, not raised by your code); check the type, shape and "
                 f"dtype of what {owner} returns")
-    meaning = hint.rstrip(". ") or translate(error, hints, sizes)
+    missing = package_advice(raised)
+    if missing:  # the advice says it; the quote need not
+        raised = dataclasses.replace(raised, text=raised.text.replace(NOT_INSTALLED, ""))
+    meaning = hint.rstrip(". ") or missing or translate(error, hints, sizes)
     where = f" (at {shorten(raised.where, 300)})" if raised.where else ""
     if not raised.kind:  # not the runner's description of an exception: said as it is
         return f"{who} raised {quote(raised.text)}{where}" + (f"; {meaning}" if meaning else "")
@@ -212,6 +246,15 @@ def explain_error(who: str, error: Any, hints: Iterable[Hint] = (), hint: str = 
         return f"{who} raised an error: {meaning}. The check saw that {quote(raised.text, advice=False)}{where}"
     return (f"{who} raised an error: {meaning}. {raised.source} said ({raised.kind}): "
             f"{quote(raised.text, advice=False)}{where}")
+
+
+def package_advice(raised: RaisedError) -> str:
+    """What to do about a package the runner found not installed (see :data:`NOT_INSTALLED`), or ""."""
+    missing = re.match(r"No module named '([\w.]+)'", raised.text)
+    if raised.kind != "ModuleNotFoundError" or not missing or NOT_INSTALLED.strip() not in raised.text:
+        return ""
+    name = missing[1].partition(".")[0]
+    return f"{name} is not installed: {missing_package(name)}"
 
 
 def hint_for(message: str, hints: Iterable[Hint] = ()) -> str:

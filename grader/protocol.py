@@ -53,6 +53,11 @@ OUTPUT_KEPT = 64 * 1024
 REFERENCE_LIMIT = 4 * MiB
 #: a frame's length prefix: 8 bytes, little-endian
 FRAME = struct.Struct("<Q")
+#: most modules a request may ask the runner to preload
+PRELOAD_LIMIT = 32
+#: seconds the runner spends at most importing one request's preloads (well within the judge's patience
+#: for a reply; a package not imported by then is left to the child, which imports it as usual)
+PRELOAD_SECONDS = 12.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,9 @@ class Request:
     track_files: bool = False
     #: load each file on its own, side by side, and report how each import ended (finds files that hang)
     separately: bool = False
+    #: installed third-party packages the submission imports (read from its source by the judge): the
+    #: zygote imports them once, before forking, so that no child pays for importing them again
+    preload: tuple[str, ...] = ()
     #: the reference's code this run may hold (everything but the graded hook's answer), sent after
     #: the request's frame and passed to the child without entering the zygote's memory
     reference: bytes = field(default=b"", repr=False)
@@ -118,6 +126,7 @@ class Request:
             size = int(data.pop("reference_size", 0))
             data["limits"] = Limits(**data["limits"])
             data["stand_ins"] = tuple(data.get("stand_ins", ()))
+            data["preload"] = tuple(str(name) for name in data.get("preload", ()))
             if size < 0 or size > REFERENCE_LIMIT:
                 raise ValueError(f"reference of {size} bytes")
             return cls(**data), size

@@ -111,3 +111,24 @@ def test_torch_hooking_an_optimizer_step_is_not_a_change_but_another_wrapper_is(
     wrapper.__wrapped__ = original
     monkeypatch.setattr(torch.optim.SGD, "step", wrapper)
     assert snapshot.changes() == ["torch.optim.sgd.SGD.step"]
+
+
+def test_restore_puts_back_every_kind_of_change(snapshot, monkeypatch):
+    """What the zygote does after a preloaded package's import changed what the runner relies on."""
+    allclose, dumps_code, problem = torch.allclose, grader.wire.dumps.__code__, loader.LoadedSubmission.problem
+    impostor = types.ModuleType("grader.compare")
+    vars(impostor).update(vars(grader.compare))
+    monkeypatch.setattr(torch, "allclose", lambda *a, **k: True)
+    monkeypatch.setattr(grader.wire.dumps, "__code__", (lambda value: b"{}").__code__)
+    monkeypatch.setattr(loader.LoadedSubmission, "problem", lambda self, *a, **k: None)
+    monkeypatch.setitem(sys.modules, "grader.compare", impostor)
+    torch.Tensor.item = lambda self: 0.0  # restore removes it; monkeypatch would remove it again
+    try:
+        assert len(snapshot.changes()) >= 4
+        assert snapshot.restore() == []
+    finally:
+        if "item" in vars(torch.Tensor):
+            del torch.Tensor.item
+    assert torch.allclose is allclose and grader.wire.dumps.__code__ is dumps_code
+    assert loader.LoadedSubmission.problem is problem and "item" not in vars(torch.Tensor)
+    assert sys.modules["grader.compare"] is grader.compare

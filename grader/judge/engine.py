@@ -240,7 +240,8 @@ def _request(probe: Probe, submission: LoadedFiles, config: RunConfig) -> Reques
     timeout = run_timeout(probe.timeout, config)
     return Request(files=submission.files, timeout=timeout, limits=limits_for(config, timeout),
                    probe=probe.path, hook=probe.hook, params=probe.params, stand_ins=submission.stand_ins,
-                   reference=parts_without(probe.hook), probe_source=probe_source(probe.run))
+                   reference=parts_without(probe.hook), probe_source=probe_source(probe.run),
+                   preload=submission.preload)
 
 
 def limits_for(config: RunConfig, timeout: float) -> Limits:

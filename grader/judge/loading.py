@@ -16,6 +16,7 @@ from typing import Iterable
 
 from grader.config import RunConfig
 from grader.judge.runners import Runner
+from grader.judge.third_party import preloads
 from grader.judge.verdicts import SIGNALS, Decoded, decode
 from grader.notebooks import NOTEBOOK_LIMIT, Converted, NotebookError, module_name, notebook_to_python
 from grader.protocol import DEFAULT_LIMITS, MiB, Reply, Request, Status
@@ -223,6 +224,8 @@ class LoadedFiles:
     stand_ins: tuple[str, ...]
     #: what a file replaced while being imported -> that file
     changed_by: dict[str, str]
+    #: installed packages the files import, which the runner imports before forking each run
+    preload: tuple[str, ...] = ()
 
 
 def run_timeout(own: float, config: RunConfig) -> float:
@@ -232,14 +235,14 @@ def run_timeout(own: float, config: RunConfig) -> float:
 
 def _load_request(files: dict[str, str], timeout: float, stand_ins: Iterable[str] = ()) -> Request:
     return Request(files=files, timeout=timeout, limits=DEFAULT_LIMITS.for_timeout(timeout),
-                   stand_ins=tuple(sorted(stand_ins)), track_files=True)
+                   stand_ins=tuple(sorted(stand_ins)), track_files=True, preload=preloads(files))
 
 
 def _separate_request(files: dict[str, str], per_file: float) -> Request:
     # side by side, SIDE_BY_SIDE at a time: two rounds of waiting at most
     timeout = 2 * per_file + 2
     return Request(files=files, timeout=timeout, limits=DEFAULT_LIMITS.for_timeout(timeout),
-                   separately=True, params={"per_file": per_file})
+                   separately=True, params={"per_file": per_file}, preload=preloads(files))
 
 
 def load(files: dict[str, str], runner: Runner, config: RunConfig) -> LoadedFiles:
@@ -262,7 +265,7 @@ def load(files: dict[str, str], runner: Runner, config: RunConfig) -> LoadedFile
     where, problems = _outcome(decoded)
     problems = [FileProblem(n, why) for n, why in broken.items()] + problems
     changed_by = {str(e.get("what")): str(e["file"]) for e in decoded.integrity_events() if e.get("file")}
-    return LoadedFiles(files, where, problems, tuple(Path(n).stem for n in broken), changed_by)
+    return LoadedFiles(files, where, problems, tuple(Path(n).stem for n in broken), changed_by, preloads(files))
 
 
 def _find_broken(files: dict[str, str], runner: Runner, timeout: float, failed: Reply) -> dict[str, str]:

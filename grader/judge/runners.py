@@ -58,6 +58,9 @@ class Runner:
         self.sandbox_mode = sandbox
         #: the runner cannot read the answers: bubblewrap, or an unprivileged user they are private from
         self.isolated = self.sandboxed or self.unprivileged
+        #: whether requests still ask the runner to preload packages: not after a runner died serving one that
+        #: did (a package whose import hangs or ends the process would end every fresh runner the same way)
+        self.preloading = True
         self.command = command or runner_command()
         self.env = env if env is not None else runner_env()
         self.proc: Optional[subprocess.Popen] = None
@@ -198,7 +201,7 @@ class Runner:
                 if item is None:
                     return
                 key, request = item
-                request = replace(request, id=next(self._ids))
+                request = replace(request, id=next(self._ids), preload=request.preload if self.preloading else ())
                 in_flight.append((key, request))
                 self._outbox.put(request.encode())
 
@@ -208,9 +211,12 @@ class Runner:
             key, request = in_flight.popleft()
             reply = self._reply_to(request)
             if reply.status == Status.RUNNER_DIED:  # charge this request; a fresh runner takes the rest
+                self.preloading = self.preloading and not request.preload
                 self.stop()
                 self._ensure_running()
-                for _, queued in in_flight:
+                for index, (queued_key, queued) in enumerate(in_flight):
+                    if not self.preloading:
+                        in_flight[index] = (queued_key, queued := replace(queued, preload=()))
                     self._outbox.put(queued.encode())
             yield key, reply
             top_up()

@@ -9,6 +9,7 @@ withholds the affected points.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import operator
 import os
@@ -214,6 +215,32 @@ class Snapshot:
             return (self._changed_entries(self._owners, suspects) if suspects else []) + self._shadowing()
         owners = dict(_watched())  # a module or class was replaced: look every owner up again
         return self._changed_entries(owners) + self._shadowing_in(owners)
+
+    def restore(self) -> list[str]:
+        """Put back every watched module, entry, code and default the snapshot holds, and remove new own names
+        that shadow inherited ones; what still differs after that (a C type that refuses it) is returned.
+
+        Only for the zygote, after an installed package's import changed them (see
+        :mod:`grader.runner.preloading`); a child reports changes, it never repairs them.
+        """
+        for name, namespace in self._owners.items():
+            if isinstance(namespace, types.ModuleType) and sys.modules.get(name) is not namespace:
+                sys.modules[name] = namespace
+        for (owner, key), watched in self.entries.items():
+            namespace = self._owners[owner]
+            with contextlib.suppress(AttributeError, TypeError):
+                if vars(namespace).get(key, _MISSING) is not watched.value:
+                    setattr(namespace, key, watched.value)
+                elif watched.parts is not None and not _same(watched.value, watched):
+                    target = getattr(watched.value, "__func__", watched.value)
+                    for part, value in zip(FUNCTION_PARTS, watched.parts):
+                        setattr(target, part, value)
+        for owner, names in self.inherited.items():
+            namespace = self._owners[owner]
+            for key in [k for k in vars(namespace) if k in names and (owner, k) not in self.entries]:
+                with contextlib.suppress(AttributeError, TypeError):
+                    delattr(namespace, key)
+        return self.changes()
 
     def _same_owners(self) -> bool:
         """Whether every watched module and class is where the snapshot found it, under the same name."""

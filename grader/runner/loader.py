@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from grader.hints import NOT_INSTALLED, missing_package
 from grader.plugins import get_plugin_manager
 from grader.registry import EXERCISE_HOOKS
-from grader.runner.tracebacks import describe_exception
+from grader.runner.tracebacks import describe_exception, uninstalled_module
 
 #: the hook specs, read once as the runner starts rather than again in every child
 _HOOK_SPECS = get_plugin_manager(with_builtins=False)
@@ -120,7 +121,13 @@ def load_submission(folder: Path, reference: Optional[dict[str, Callable]] = Non
             loaded.problem(path.name, f"could not be imported: {describe_exception(exc, folder)}", line=_line_in(exc, path))
     for stem in broken:
         path, exc = failed[stem]
-        loaded.problem(path.name, f"could not be imported: {describe_exception(exc, folder)}", line=_line_in(exc, path))
+        missing = uninstalled_module(exc, folder)
+        if missing:  # what to do first: a summary line shows only the start of a message
+            error = describe_exception(exc, folder).replace(NOT_INSTALLED, "")
+            loaded.problem(path.name, f"imports {missing}, which is not installed: {missing_package(missing)} ({error})",
+                           line=_line_in(exc, path))
+        else:
+            loaded.problem(path.name, f"could not be imported: {describe_exception(exc, folder)}", line=_line_in(exc, path))
     _warn_unmarked(loaded)
     return loaded
 

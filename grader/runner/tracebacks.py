@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sysconfig
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import grader
-from grader.hints import GRADER_OWN
+from grader.hints import GRADER_OWN, NOT_INSTALLED
 from grader.prose import shorten
 
 #: where the grader's own code lives in the runner: its package, and the code a request carries
@@ -41,6 +42,8 @@ def describe_exception(exc: BaseException, folder: Path) -> str:
         text = f"{type(exc).__name__}: {exc}"
     except Exception:  # a student exception whose __str__ itself fails
         text = type(exc).__name__
+    if uninstalled_module(exc, folder):
+        text += NOT_INSTALLED
     frames = student_frames(exc.__traceback__, folder)
     if isinstance(exc, SyntaxError) and exc.lineno:
         text = f"{type(exc).__name__}: {exc.msg}"
@@ -49,6 +52,20 @@ def describe_exception(exc: BaseException, folder: Path) -> str:
     where = f" at {frames[-1]}" if frames else ""
     own = GRADER_OWN if not frames and raised_by_grader(exc, folder) else ""
     return shorten(own + shorten(text, 2000) + where, 2400)
+
+
+def uninstalled_module(exc: BaseException, folder: Path) -> Optional[str]:
+    """The top-level module a ModuleNotFoundError names when it is neither a file of the submission nor installed
+    (a package to install, then), else None."""
+    if not isinstance(exc, ModuleNotFoundError) or not isinstance(exc.name, str):
+        return None
+    name = exc.name.partition(".")[0]
+    if not name.isidentifier() or (folder / f"{name}.py").exists() or (folder / name).is_dir():
+        return None
+    try:
+        return name if importlib.util.find_spec(name) is None else None
+    except (ImportError, ValueError):
+        return None
 
 
 def raised_by_grader(exc: BaseException, folder: Path) -> bool:

@@ -35,6 +35,7 @@ from grader.config import RunConfig
 from grader.protocol import FRAME, OUTPUT_KEPT, OUTPUT_LIMIT, READY, RESULT_LIMIT, Reply, Request, Status
 from grader.runner.child import HEADER, private_tmp_of, run_child
 from grader.runner.integrity import Snapshot
+from grader.runner.preloading import Preloader
 
 _PR_SET_DUMPABLE, _PR_SET_CHILD_SUBREAPER = 4, 36
 #: folders a run can write to inside the sandbox; emptied after every run
@@ -228,6 +229,7 @@ class Zygote:
         self.meta_warm = False
         self.spill = os.open(os.devnull, os.O_WRONLY)
         self.mounts = _mount_points() if sweep else ()
+        self.preloader = Preloader(snapshot)
 
     def serve_one(self, request: Request, reference_size: int) -> None:
         """Run one request whose reference bytes wait on stdin; write the reply to stdout."""
@@ -237,6 +239,11 @@ class Zygote:
             importlib.import_module(request.probe.partition(":")[0])
         folder = _stage(request.files)
         try:
+            if request.preload:  # the installed packages it imports: imported here once, inherited by every child
+                loaded = len(self.preloader.loaded)
+                self.preloader.preload(request.preload, folder)
+                if len(self.preloader.loaded) > loaded:
+                    gc.freeze()  # as at start: the collector leaves the new objects alone in every child
             return self._supervise(request, reference_size, folder)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
