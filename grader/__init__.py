@@ -21,7 +21,6 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 hookspec = pluggy.HookspecMarker(PROJECT)
 
 
-
 def check(name: "str | None" = None, path: "str | None" = None) -> "grader.jupyter.NotebookCheck":  # noqa: F821
     """In a Jupyter notebook: grade the code this notebook's kernel ran, and show the result in the notebook.
 
