@@ -154,7 +154,7 @@ def graded_as(monkeypatch, the_plan):
     calls: list[Path] = []
     chosen: dict = {}
 
-    def grade(folder, config, pm, runner, plan):
+    def grade(folder, config, pm, runner, plan, progress=None):
         calls.append(folder)
         return made_up_report(folder, plan, chosen)
 
