@@ -153,13 +153,22 @@ def wanted(path: Union[str, Path]) -> bool:
     return name.endswith(WATCHED_SUFFIXES)
 
 
-def _watch_files(folder: Path, saves: "queue.Queue[Union[list[str], BaseException]]", stop: threading.Event) -> None:
-    """Put the names of each burst of saved files on ``saves`` until ``stop`` (an error, when watching ends)."""
+def _watch_files(target: Path, saves: "queue.Queue[Union[list[str], BaseException]]", stop: threading.Event) -> None:
+    """Put the names of each burst of saved files on ``saves`` until ``stop`` (an error, when watching ends).
+
+    :param target: a folder, or one file (``grade --watch my.ipynb``), watched in its folder: editors save by
+        writing a new file and renaming it over the old one
+    """
     import watchfiles
+
+    folder, only = (target, None) if target.is_dir() else (target.parent, target.name)
+
+    def saved(_change: object, path: str) -> bool:
+        return wanted(path) and (only is None or Path(path).name == only)
 
     for polling in (None, True):  # the system's notifications; polling where they are missing or used up
         try:
-            for changes in watchfiles.watch(folder, watch_filter=lambda _change, path: wanted(path), stop_event=stop,
+            for changes in watchfiles.watch(folder, watch_filter=saved, stop_event=stop,
                                             step=QUIET_MS, debounce=BURST_MS, recursive=False, raise_interrupt=False,
                                             force_polling=polling):
                 saves.put(sorted({Path(path).name for _, path in changes}))
@@ -215,7 +224,7 @@ def watch(folder: Path, config: RunConfig) -> int:
         last: Optional[GradingReport] = None
         saved: list[str] = []
         while True:
-            if not folder.is_dir():  # deleted or moved: nothing will be saved there again
+            if not folder.exists():  # deleted or moved: nothing will be saved there again
                 _say(f"grade: {folder} is gone; stopped watching")
                 return cli.USAGE_ERROR
             try:
