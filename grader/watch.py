@@ -98,11 +98,11 @@ def format_changes(changes: ReportChanges, color: bool = False, width: int = 100
     titles = {c.check_id: one_line(c.title) for c in after.all_checks()}
     lines = []
     for problem in changes.solved_problems:
-        lines.append(f"  {painted('solved', PASSED, color)}: {one_line(problem.path)}: {one_line(problem.message)}")
+        lines += _problem_lines(painted("solved", PASSED, color), problem, width)
     for problem in changes.new_problems:
         word = "new problem" if problem.severity == "error" else f"new {one_line(problem.severity)}"
         style = "error" if problem.severity == "error" else "warning"
-        lines.append(f"  {painted(word, style, color)}: {one_line(problem.path)}: {one_line(problem.message)}")
+        lines += _problem_lines(painted(word, style, color), problem, width)
     for change in changes.checks:
         lines += _check_change_lines(change, titles, color, width)
     gained = round(after.points - changes.before.points, 6)
@@ -110,6 +110,13 @@ def format_changes(changes: ReportChanges, color: bool = False, width: int = 100
     lines.append(painted(f"Score: {was} -> {score}", "bold", color)
                  + (f"  {_signed(gained)} point{'' if abs(gained) == 1 else 's'}" if gained else ""))
     return "\n".join(lines) + "\n"
+
+
+def _problem_lines(label: str, problem: FileProblem, width: int) -> list[str]:
+    """A file problem whole, wrapped under its label (what to do is usually at its end)."""
+    text = f"{one_line(problem.where)}: {one_line(problem.message, MESSAGE_LIMIT)}"
+    rows = textwrap.wrap(text, width=max(width - 6, 40), break_on_hyphens=False) or [""]
+    return [f"  {label}: {rows[0]}"] + [f"      {row}" for row in rows[1:]]
 
 
 def _check_change_lines(change: CheckChange, titles: dict[str, str], color: bool, width: int) -> list[str]:
