@@ -112,7 +112,8 @@ def load_submission(folder: Path, reference: Optional[dict[str, Callable]] = Non
             origin = _origin(exc, folder)
             if _import_file(loaded, path, pm, {}):
                 loaded.problem(path.name, f"imports {origin}, which could not be loaded; the reference's functions "
-                                          f"stood in for it so that {path.name} could still be graded", "warning")
+                                          f"stood in for it so that {path.name} could still be graded", "warning",
+                               line=_line_in(exc, path))
                 continue
             loaded.problem(path.name, f"could not be imported because {origin} failed: {describe_exception(exc, folder)}",
                            line=_line_in(exc, path))
