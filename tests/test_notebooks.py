@@ -131,6 +131,20 @@ def test_file_problems_in_a_notebook_name_the_cell_and_line(tmp_path, grading):
     assert f"which could not be imported: SyntaxError: expected ':' at rnn.ipynb, cell 4, line {line}" in message
 
 
+def test_a_notebook_exported_as_a_script_loses_only_its_get_ipython_lines(tmp_path, grading):
+    # what `jupyter nbconvert --to script` writes: magics as get_ipython() calls, cells as "# In[n]:"
+    source = (REFERENCE / "grad_clipping.py").read_text()
+    exported = ("#!/usr/bin/env python\n# coding: utf-8\n\n# In[1]:\n\n\nget_ipython().run_line_magic('matplotlib', 'inline')\n"
+                "get_ipython().system('pip install d2l==0.17.6')\n\n\n# In[2]:\n\n\n" + source)
+    folder = tmp_path / "hw"
+    folder.mkdir()
+    (folder / "grad_clipping.py").write_text(exported)
+    report = grading(folder)
+    assert not lost(report).get("grad_clipping"), [c.message for c in checks_of(report, "grad_clipping").values()]
+    assert [(p.path, p.severity) for p in report.problems] == [("grad_clipping.py", "warning")]
+    assert report.problems[0].message.startswith("2 lines calling get_ipython()")
+
+
 def test_a_real_py_file_wins_over_a_notebook_of_the_same_name(tmp_path, grading):
     folder = tmp_path / "hw"
     write_notebook(folder / "rnn_scratch.ipynb", book_notebook(rnn_cell=SWAPPED))

@@ -18,7 +18,7 @@ from grader.config import RunConfig
 from grader.judge.runners import Runner
 from grader.judge.third_party import preloads
 from grader.judge.verdicts import SIGNALS, Decoded, decode
-from grader.notebooks import NOTEBOOK_LIMIT, Converted, NotebookError, module_name, notebook_to_python
+from grader.notebooks import NOTEBOOK_LIMIT, Converted, NotebookError, module_name, notebook_to_python, strip_ipython
 from grader.protocol import DEFAULT_LIMITS, MiB, Reply, Request, Status
 from grader.registry import EXERCISES, file_name
 from grader.results import FileProblem
@@ -137,7 +137,10 @@ def read_graded(folder: Path) -> tuple[dict[str, str], list[FileProblem], dict[s
         except UnicodeDecodeError:
             problems.append(FileProblem(name, "is not UTF-8 text; save it as UTF-8"))
             continue
-        files[module] = text.replace("\r\n", "\n").replace("\r", "\n")  # newlines as a text-mode read gives them
+        text = text.replace("\r\n", "\n").replace("\r", "\n")  # newlines as a text-mode read gives them
+        if module == name and "get_ipython(" in text:
+            text = _without_ipython_calls(name, text, problems)
+        files[module] = text
         total += size
     if left_out:
         kinds = ".py and .ipynb" if any(n.endswith(".ipynb") for n in names) else ".py"
@@ -146,6 +149,18 @@ def read_graded(folder: Path) -> tuple[dict[str, str], list[FileProblem], dict[s
                                          f"order were graded, not {shown}; remove files that are not part of your "
                                          "solution"))
     return files, problems, notebooks
+
+
+def _without_ipython_calls(name: str, text: str, problems: list[FileProblem]) -> str:
+    """A script exported from a notebook without its ``get_ipython()`` lines (IPython's magics, which fail
+    outside IPython); every other line keeps its number."""
+    kept, dropped = strip_ipython(text)
+    if kept is None or not dropped:
+        return text
+    problems.append(FileProblem(name, f"{dropped} line{'s' if dropped > 1 else ''} calling get_ipython() (IPython "
+                                      "magics, from a notebook saved as a script) left out: they only run inside "
+                                      "IPython", "warning"))
+    return kept
 
 
 def subfolders_with_py(folder: Path, most: int = 3) -> list[str]:
