@@ -118,9 +118,11 @@ class Converted:
 
     def summary(self, module: str) -> str:
         """What was graded and what was left out, for the report's notices."""
-        said = [f"{self.name or 'the notebook'} was graded as {module}: its {self.cells} code cells in order"]
+        cells = f"{self.cells} code cell{'' if self.cells == 1 else 's'}"
+        said = [f"{self.name or 'the notebook'} was graded as {module}: its {cells} in order"]
         if self.magic_lines or self.magic_cells:
-            said.append(f"IPython syntax dropped ({self.magic_lines} lines of %magics, !shell, ? or get_ipython()"
+            lines = f"{self.magic_lines} line{'' if self.magic_lines == 1 else 's'}"
+            said.append(f"IPython syntax dropped ({lines} of %magics, !shell, ? or get_ipython()"
                         + (f"; {join_labels(self.magic_cells)} under a cell magic that is not Python" if self.magic_cells else "")
                         + ")")
         if self.left_out or self.partly:
