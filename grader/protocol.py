@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 import struct
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping, Optional
@@ -20,6 +21,15 @@ from typing import Any, Mapping, Optional
 from grader.wire import valid_text
 
 MiB = 1 << 20
+#: the start of the name of the fresh folder each run's files are staged in (runner side)
+STAGED_PREFIX = "submission-"
+_STAGED_PATH = re.compile(rf"(?:/[^/\s'\"]+)*/{STAGED_PREFIX}[^/\s'\"]+/")
+
+
+def without_staging(text: str) -> str:
+    """``text`` with the paths of a run's staging folder left out: ``/tmp/submission-x1/rnn.py:3`` is
+    ``rnn.py:3``, the file as the student knows it (a warning printed by their code names the staged copy)."""
+    return _STAGED_PATH.sub("", text) if STAGED_PREFIX in text else text
 
 
 class ProtocolError(ValueError):

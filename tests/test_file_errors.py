@@ -106,6 +106,32 @@ def test_locations_become_paths_from_the_working_directory(tmp_path, monkeypatch
 # ------------------------------------------------------------------ a forgotten @hookimpl
 
 
+def test_a_hook_kept_under_the_books_name_too_is_one_hook(runner, submission):
+    # the book calls it predict_ch8; a student keeps both names: not a second, misspelt hook
+    source = (REFERENCE / "predict.py").read_text() + "\n\npredict_ch8 = predict\n"
+    result = loaded(runner, submission({"predict.py": source}))
+    assert result.where.get("predict") == "predict.py"
+    assert not [p for p in result.problems if p.path == "predict.py"], result.problems
+
+
+def test_specname_names_the_hook_as_pluggy_does(runner, submission):
+    source = (REFERENCE / "predict.py").read_text().replace("@hookimpl\ndef predict(", '@hookimpl(specname="predict")\ndef predict_ch8(')
+    assert "def predict_ch8(" in source
+    result = loaded(runner, submission({"predict.py": source}))
+    assert result.where.get("predict") == "predict.py"
+    assert not [p for p in result.problems if p.path == "predict.py"], result.problems
+
+
+def test_a_warning_printed_by_student_code_names_their_file_not_the_staged_copy(grading, submission):
+    source = (REFERENCE / "grad_clipping.py").read_text().replace(
+        "def grad_clipping(net, theta):", "def grad_clipping(net, theta):\n    import warnings; warnings.warn('careful')")
+    assert "warnings.warn" in source
+    report = grading(submission({"grad_clipping.py": source}))
+    output = checks_of(report, "grad_clipping")["grad_clipping.above"].output
+    assert "grad_clipping.py:" in output and "UserWarning: careful" in output, output
+    assert "submission-" not in output and "/tmp/" not in output, output
+
+
 def test_a_hook_without_its_marker_is_a_warning_saying_to_add_it(runner, submission):
     source = (REFERENCE / "rnn_scratch.py").read_text()
     assert "@hookimpl\ndef rnn(" in source

@@ -29,7 +29,7 @@ from grader.judge.loading import LoadedFiles, load, read_graded, run_timeout
 from grader.judge.progress import LOADING, CheckTally, Progress, ProgressEvent, tell
 from grader.judge.runners import Runner
 from grader.judge.verdicts import decode, verdict_for
-from grader.protocol import DEFAULT_LIMITS, Limits, Request, Status
+from grader.protocol import DEFAULT_LIMITS, Limits, Request, Status, without_staging
 from grader.notebooks import point_at_notebooks
 from grader.registry import file_name
 from grader.secret import submission_secret
@@ -278,7 +278,7 @@ def _record(check: Check, verdict: Verdict, output: str = "", seconds: float = 0
     return CheckResult(
         check_id=check.id, exercise=check.exercise, title=check.title, hooks=(check.hook,),
         max_points=float(check.points), points=round(check.points * fraction, 6), status=verdict.status,
-        message=verdict.message, details=verdict.details, figures=dict(verdict.figures), output=output,
+        message=verdict.message, details=verdict.details, figures=dict(verdict.figures), output=without_staging(output),
         seconds=seconds, hidden=check.hidden, visibility=check.visibility, misconception=verdict.misconception,
     )
 

@@ -216,15 +216,46 @@ def stand_in_module(stem: str, reference: dict[str, Callable]) -> types.ModuleTy
     return module
 
 
+def _marked_functions(module: Any, pm: Any) -> list[tuple[str, Any]]:
+    """(hook name, function) for each function the module marks @hookimpl, once per function.
+
+    A function bound to several names (``predict_ch8 = predict``, the book's name kept beside the
+    hook's) counts under the name that is a hook, else its own; ``@hookimpl(specname="predict")``
+    names its hook as pluggy reads it.
+    """
+    names: dict[int, list[str]] = {}
+    for name, obj in vars(module).items():
+        names.setdefault(id(obj), []).append(name)
+    found = []
+    for name, obj in sorted(vars(module).items()):
+        opts = pm.parse_hookimpl_opts(module, name)
+        if opts is None:
+            continue
+        specname = opts.get("specname")
+        if specname:
+            if name == min(names[id(obj)]):  # once, whatever it is called
+                found.append((specname, obj))
+            continue
+        bound = names[id(obj)]
+        hooks = [n for n in bound if n in EXERCISE_HOOKS]
+        chosen = hooks or [getattr(obj, "__name__", name) if getattr(obj, "__name__", None) in bound else min(bound)]
+        if name in chosen:
+            found.append((name, obj))
+    return found
+
+
 def _collect_hooks(loaded: LoadedSubmission, module: Any, filename: str, pm: Any) -> None:
+    marked = _marked_functions(module, pm)
+    marked_ids = {id(obj) for _, obj in marked}
     for name, obj in sorted(vars(module).items()):
         if not isinstance(obj, _HOOKABLE) or getattr(obj, "__module__", None) != module.__name__:
             continue  # imported from a sibling: counted where it is defined
-        if pm.parse_hookimpl_opts(module, name) is None:
-            code = getattr(obj, "__code__", None)
-            if name in EXERCISE_HOOKS and code is not None and getattr(obj, "__name__", None) == name:
-                loaded.unmarked.setdefault(name, (filename, code.co_firstlineno))
-            continue
+        code = getattr(obj, "__code__", None)
+        if id(obj) not in marked_ids and name in EXERCISE_HOOKS and code is not None and getattr(obj, "__name__", None) == name:
+            loaded.unmarked.setdefault(name, (filename, code.co_firstlineno))
+    for name, obj in marked:
+        if not isinstance(obj, _HOOKABLE) or getattr(obj, "__module__", None) != module.__name__:
+            continue  # imported from a sibling: counted where it is defined
         if name not in EXERCISE_HOOKS:
             close = suggest_hook(name)
             hint = f"; did you mean '{close}'?" if close else f"; the hooks are: {', '.join(EXERCISE_HOOKS)}"

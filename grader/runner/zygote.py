@@ -32,7 +32,7 @@ import torch
 
 from grader import corpus, registry
 from grader.config import RunConfig
-from grader.protocol import FRAME, OUTPUT_KEPT, OUTPUT_LIMIT, READY, RESULT_LIMIT, Reply, Request, Status
+from grader.protocol import FRAME, OUTPUT_KEPT, OUTPUT_LIMIT, READY, RESULT_LIMIT, Reply, Request, STAGED_PREFIX, Status
 from grader.runner.child import HEADER, private_tmp_of, run_child
 from grader.runner.integrity import Snapshot
 from grader.runner.preloading import Preloader
@@ -58,7 +58,7 @@ def _kill_group(pid: int) -> None:
 
 def _stage(files: Mapping[str, str]) -> Path:
     """Write the submission's files into a fresh private folder for one run."""
-    folder = Path(tempfile.mkdtemp(prefix="submission-"))
+    folder = Path(tempfile.mkdtemp(prefix=STAGED_PREFIX))
     for name, source in files.items():
         if "/" in name or name.startswith("."):
             continue
