@@ -6,20 +6,30 @@ module, under these rules:
 - **IPython syntax is dropped**: ``%line magics``, ``!shell`` lines, ``x = !cmd``, ``?help`` and
   ``get_ipython()`` lines; a cell under a cell magic that is not Python (``%%bash``, ``%%writefile``) is
   left out; ``%%time``, ``%%timeit`` and ``%%capture`` lose their magic line and keep their body.
-- **Definitions are kept, work is left out.** Loading the module must not train or plot, as a script's
-  top-level work belongs under ``if __name__ == "__main__":``. Each top-level statement of a cell is kept
-  when it only defines something: an import, a ``def``, a ``class``, an ``if __name__ == "__main__":``
-  block, or an assignment whose value is simple (constants, names already defined, arithmetic, containers
-  of those, and calls of a few cheap constructors such as ``torch.device(...)``, ``nn.RNN(...)``, ``len``).
+- **Definitions are kept, work is left out.** Loading the module must not train, plot, read files or reach
+  the network, as a script's top-level work belongs under ``if __name__ == "__main__":``. Each top-level
+  statement of a cell is kept when it only defines something: an import, a ``def``, a ``class``, an
+  ``if __name__ == "__main__":`` block, or an assignment whose value is simple: constants, names already
+  defined, arithmetic, containers and comprehensions of those, and calls of a few cheap functions
+  (``torch.device(...)``, ``nn.RNN(...)``, ``len``, ``getattr``, ``math.*``, ``logging.getLogger``,
+  ``types.SimpleNamespace``) or of a notebook class whose constructor Python generates and that runs no
+  notebook code (a ``@dataclass`` or ``NamedTuple`` without its own ``__init__``, ``__post_init__`` or
+  ``default_factory``, a ``namedtuple``). An ``if``/``try`` block is kept when its statements are; a bare
+  expression in it (``print(device)``) becomes ``pass``. A tuple assignment of a tuple keeps its simple
+  parts (``vocab_size, num_hiddens = len(vocab), 256`` keeps ``num_hiddens = 256``).
   Any other statement (a call such as ``train_ch8(...)`` or ``d2l.plot(...)``, a loop, an assignment from
-  a function call such as ``vocab = load_data(...)``) is left out, and so is an assignment that reads a
-  name only left-out code defines. A function that uses such a name is named in a warning, since it would
-  fail when called.
+  a function call such as ``vocab = load_data(...)``, an assignment to an imported module's attribute or
+  item such as ``plt.rcParams[...] = ...``) is left out, and so is an assignment that reads a name only
+  left-out code defines. Statements sharing a line (``import torch; print(...)``) are ruled one by one.
+  A function that uses such a name is named in a warning, since it would fail when called; one that reads
+  it when it is defined (a default value, decorator or annotation) is an error, since loading fails.
 - **Imports nothing kept uses are left out**, so a plotting cell's ``import matplotlib.pyplot as plt`` does
   not need matplotlib where the grading runs.
 - **Tags decide when the rule should not**: a cell tagged ``grader-skip`` is left out whole; one tagged
   ``grader-keep`` is kept whole, as written (minus IPython syntax).
-- A cell that is not valid Python is kept as written, so the loader reports its syntax error at its line.
+- A cell that is not valid Python is kept as written when it holds a ``def``, ``class`` or decorator, so the
+  loader reports its syntax error at its line; otherwise it is left out, with an error naming its line, so
+  a half-typed scratch cell does not cost the rest of the notebook. ``%run`` lines are dropped with a warning.
 
 Cells are numbered as a student sees them: the cell's position in the notebook, 1-based, counting every
 cell (markdown ones too): "cell 7, line 3". Cells taken from a kernel's input history are labelled by
@@ -47,13 +57,17 @@ PYTHON_CELL_MAGICS = ("time", "timeit", "capture", "prun")
 #: calls cheap and free of side effects enough to keep in an assignment at the top level
 CHEAP_CALLS = frozenset({
     "len", "range", "int", "float", "str", "bool", "tuple", "list", "dict", "set", "frozenset", "min", "max",
-    "abs", "round", "sum", "sorted", "zip", "enumerate", "repr", "namedtuple",
-    "collections.namedtuple", "functools.partial", "partial", "object",
+    "abs", "round", "sum", "sorted", "zip", "enumerate", "repr", "getattr", "namedtuple",
+    "collections.namedtuple", "functools.partial", "partial", "object", "types.SimpleNamespace", "SimpleNamespace",
+    "logging.getLogger", "np.finfo", "numpy.finfo", "torch.finfo", "torch.iinfo",
+    "torch.Generator", "torch.Generator().manual_seed",
     "torch.device", "torch.tensor", "torch.zeros", "torch.ones", "torch.arange", "torch.linspace", "torch.randn",
     "torch.rand", "torch.eye", "torch.empty", "torch.full", "torch.cuda.is_available", "torch.get_default_dtype",
     "torch.manual_seed", "random.seed", "np.random.seed", "numpy.random.seed", "np.array", "numpy.array",
     "warnings.filterwarnings", "warnings.simplefilter", "d2l.try_gpu", "d2l.try_all_gpus", "d2l.cpu", "d2l.gpu",
 })
+#: calls of pure functions (``math.log(2)``, ``math.sqrt(...)``)
+PURE_PREFIXES = ("math.",)
 #: calls kept as statements of their own (seeding, warning filters): set-up, not work
 SETUP_CALLS = frozenset({"torch.manual_seed", "random.seed", "np.random.seed", "numpy.random.seed",
                          "warnings.filterwarnings", "warnings.simplefilter", "torch.set_default_dtype"})
@@ -102,8 +116,10 @@ class Converted:
     magic_lines: int = 0
     #: modules of imports left out because nothing kept uses them
     unused_imports: tuple[str, ...] = ()
-    #: kept functions that use a name only left-out code defines
+    #: kept functions that use a name only left-out code defines, and ``%run`` lines dropped
     warnings: tuple[str, ...] = field(default=())
+    #: what makes loading the notebook fail, or a cell left out for its syntax error
+    errors: tuple[str, ...] = field(default=())
 
     def where(self, line: int) -> str:
         """Line ``line`` of the module as the student sees it: "rnn.ipynb, cell 7, line 3"."""
@@ -203,6 +219,20 @@ def notebook_to_python(raw: Union[bytes, str], name: str = "notebook.ipynb") -> 
 # ---------------------------------------------------------------------------------------------- converting
 
 
+@dataclass
+class _Ruled:
+    """A parsed cell and what the rule made of it."""
+
+    cell: Cell
+    lines: list[str]
+    body: list[ast.stmt]
+    keep: list[bool]
+    #: statement index -> the text kept of it (the cheap part of a tuple assignment)
+    rewrites: dict[int, str] = field(default_factory=dict)
+    #: bare expressions inside kept blocks (``print`` in an ``if``): each becomes ``pass``
+    passed: list[ast.stmt] = field(default_factory=list)
+
+
 def convert(cells: Iterable[Cell], name: str = "") -> Converted:
     """Code cells, in order, as one module with its line map."""
     out: list[str] = []
@@ -210,8 +240,12 @@ def convert(cells: Iterable[Cell], name: str = "") -> Converted:
     left_out, partly, skipped, magic_cells = [], [], [], []
     magic_lines, count = 0, 0
     defined: set[str] = set(_BUILTINS)
-    kept_cells: list[tuple[Cell, list[str], list[ast.stmt], list[bool]]] = []
-    dropped_bound: dict[str, str] = {}  # name -> label of the left-out code that binds it
+    imported: set[str] = set()  # names an import binds
+    records: set[str] = set()  # kept classes whose constructor Python generates
+    ruled_cells: list[_Ruled] = []
+    dropped_bound: dict[str, tuple[str, ast.stmt]] = {}  # name -> the left-out code that binds it, and its cell
+    notes: list[str] = []
+    errors: list[str] = []
     for cell in cells:
         if not cell.source.strip():
             continue
@@ -219,6 +253,9 @@ def convert(cells: Iterable[Cell], name: str = "") -> Converted:
         if SKIP_TAG in cell.tags:
             skipped.append(cell.label)
             continue
+        for run in re.findall(r"(?m)^[ \t]*%run\b[^\n]*", cell.source):
+            notes.append(f"{cell.label}: `{run.strip()}` is not run when grading, so what it defines is not loaded: "
+                         f"copy the definitions this notebook needs into it")
         body, dropped = strip_ipython(cell.source)
         magic_lines += dropped
         if body is None:
@@ -227,56 +264,131 @@ def convert(cells: Iterable[Cell], name: str = "") -> Converted:
         cell_lines = body.split("\n")
         try:
             tree = ast.parse(body)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            kept_cells.append((cell, cell_lines, [], []))  # the loader reports the error at its line
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+            if _DEFINITION_LINE.search(body):
+                ruled_cells.append(_Ruled(cell, cell_lines, [], []))  # kept: the loader reports the error at its line
+            else:  # scratch work that defines nothing: the rest of the notebook can still be graded
+                line = getattr(exc, "lineno", None)
+                where = f"{cell.label}, line {line}" if line else cell.label
+                why = getattr(exc, "msg", None) or (str(exc).splitlines() or [""])[0]
+                errors.append(f"{where}: {type(exc).__name__}: {why}; the cell was left out (it defines no function "
+                              f"or class): fix it or delete it")
             continue
-        if KEEP_TAG in cell.tags:
-            keep = [True] * len(tree.body)
-        else:
-            seen, keep = set(defined), []
-            for stmt in tree.body:  # in order: a statement may read what the one before defined
-                keep.append(_defines(stmt, seen))
-                seen |= bound_names(stmt) if keep[-1] else set()
-            keep = _whole_lines(tree.body, keep)
-        for stmt, kept in zip(tree.body, keep):
-            if kept:
-                defined |= bound_names(stmt)
+        ruled = _Ruled(cell, cell_lines, list(tree.body), [])
+        for i, stmt in enumerate(ruled.body):  # in order: a statement may read what the one before defined
+            known = _Known(frozenset(imported), frozenset(records))
+            imported |= {n for node in ast.walk(stmt) if isinstance(node, (ast.Import, ast.ImportFrom))
+                         for n in bound_names(node)}
+            passed: list[ast.stmt] = []
+            if KEEP_TAG in cell.tags or _defines(stmt, defined, known, passed):
+                ruled.keep.append(True)
+                ruled.passed += passed
+            elif (split := _split_assignment(stmt, defined, known, body)) is not None:
+                ruled.body[i], ruled.rewrites[i], lost = split
+                ruled.keep.append(True)
+                for bound in lost:
+                    dropped_bound.setdefault(bound, (cell.label, stmt))
             else:
+                ruled.keep.append(False)
                 for bound in bound_names(stmt):
-                    dropped_bound.setdefault(bound, cell.label)
-        kept_cells.append((cell, cell_lines, tree.body, keep))
+                    dropped_bound.setdefault(bound, (cell.label, stmt))
+                continue
+            names = bound_names(ruled.body[i])
+            defined |= names
+            records = (records - names) | _record_names(ruled.body[i])
+        ruled_cells.append(ruled)
     used = set()
-    for _, _, body, keep in kept_cells:
-        used |= {n for stmt, k in zip(body, keep) if k and not isinstance(stmt, (ast.Import, ast.ImportFrom))
-                 for n in loaded_names(stmt)}
+    for ruled in ruled_cells:
+        passed_ids = {id(n) for stmt in ruled.passed for n in ast.walk(stmt)}
+        used |= {n for stmt, k in zip(ruled.body, ruled.keep) if k and not isinstance(stmt, (ast.Import, ast.ImportFrom))
+                 for n in loaded_names(stmt, passed_ids)}
+    future_annotations = any(isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__"
+                             and any(a.name == "annotations" for a in stmt.names)
+                             for ruled in ruled_cells for stmt in ruled.body)
     unused: list[str] = []
-    warnings: list[str] = []
-    for cell, cell_lines, body, ruled in kept_cells:
-        keep = list(ruled)
+    for ruled in ruled_cells:
+        cell, body = ruled.cell, ruled.body
+        keep = list(ruled.keep)
         for i, stmt in enumerate(body):
             if keep[i] and isinstance(stmt, (ast.Import, ast.ImportFrom)) and not _import_used(stmt, used):
                 keep[i] = False
-                unused += ([a.name for a in stmt.names] if isinstance(stmt, ast.Import) else [stmt.module or "."])
-        if not all(ruled):  # the rule left out statements that run code
+                unused += imported_modules(stmt)
+        if not all(ruled.keep) or ruled.rewrites or ruled.passed:  # the rule left out statements that run code
             (partly if any(keep) else left_out).append(cell.label)
         if body and not any(keep):
             continue
-        dropped_lines = {n for stmt, k in zip(body, keep) if not k for n in _span(stmt)}
         for stmt, k in zip(body, keep):
             if k and isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                missing = sorted((free_names(stmt) & set(dropped_bound)) - defined)
+                fatal = _read_when_defined(stmt, future_annotations, set(dropped_bound) - defined)
+                for read in fatal[:1]:
+                    errors.append(f"loading the notebook fails: {cell.label}, line {read.lineno} reads `{read.id}` when "
+                                  f"`{stmt.name}` is defined (decorators, default values and annotations are evaluated "
+                                  f"then), and only code left out of {dropped_bound[read.id][0]} defines it: use a "
+                                  f"constant there, or read `{read.id}` inside the function")
+                missing = sorted((free_names(stmt) & set(dropped_bound)) - defined - {r.id for r in fatal})
                 if missing:
-                    warnings.append(f"{stmt.name} ({cell.label}) uses {', '.join(missing[:3])}, which only code left out "
-                                    f"of {dropped_bound[missing[0]]} defines, so calling it fails: pass it as an argument, "
-                                    f"define it with a simple value, or tag that cell {KEEP_TAG}")
+                    notes.append(_missing_note(stmt, cell.label, missing, dropped_bound[missing[0]]))
         out.append(f"# {cell.label}")
         lines.append(None)
-        for number, text in enumerate(cell_lines, 1):
-            if number not in dropped_lines:
+        for number, text in enumerate(_edited(ruled, keep), 1):
+            if text is not None:
                 out.append(text)
                 lines.append((cell.label, number))
     return Converted(name, "\n".join(out) + "\n", tuple(lines), count, tuple(left_out), tuple(partly),
-                     tuple(skipped), tuple(magic_cells), magic_lines, tuple(dict.fromkeys(unused)), tuple(warnings))
+                     tuple(skipped), tuple(magic_cells), magic_lines, tuple(dict.fromkeys(unused)), tuple(notes),
+                     tuple(errors))
+
+
+#: a line of an unparsable cell that starts a definition the grader may need
+_DEFINITION_LINE = re.compile(r"(?m)^[ \t]*(@|def\s|async\s+def\s|class\s)")
+
+
+def _missing_note(stmt: ast.stmt, label: str, missing: list[str], source: tuple[str, ast.stmt]) -> str:
+    """The warning for a kept function that reads a name only left-out code defines."""
+    said = f"{stmt.name} ({label}) uses {', '.join(missing[:3])}, which only code left out of {source[0]} defines, so calling it fails"
+    if not any(isinstance(node, ast.Call) for node in ast.walk(source[1])):  # a pure computation (a loop)
+        return f"{said}: pass it as an argument, define it with a simple value, or tag that cell {KEEP_TAG}"
+    arguments = [a.arg for a in stmt.args.posonlyargs + stmt.args.args + stmt.args.kwonlyargs
+                 if a.arg not in ("self", "cls")] if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) else []
+    use = (f"use the function's arguments instead (here {', '.join(f'`{a}`' for a in arguments)})" if arguments
+           else "pass it as an argument")
+    return f"{said}: that code calls functions (loading data, training), which grading does not run; {use}"
+
+
+def _edited(ruled: _Ruled, keep: list[bool]) -> list[Optional[str]]:
+    """The cell's lines as kept (None: left out), every kept line at its number.
+
+    A left-out statement's lines go; where it shares a line with kept code (``import torch; print(...)``),
+    or sits in a kept block, its text becomes ``pass``; a split tuple assignment keeps its cheap part.
+    """
+    body = ruled.body
+    kept_lines = {n for stmt, k in zip(body, keep) if k for n in _span(stmt)}
+    replaced: list[tuple[ast.stmt, str]] = [(s, "pass") for s in ruled.passed]
+    omitted: set[int] = set()
+    for i, (stmt, k) in enumerate(zip(body, keep)):
+        if k and i in ruled.rewrites:
+            replaced.append((stmt, ruled.rewrites[i]))
+        elif not k and kept_lines & set(_span(stmt)):
+            replaced.append((stmt, "pass"))
+        elif not k:
+            omitted |= set(_span(stmt))
+    text = list(ruled.lines)
+    for stmt, new in sorted(replaced, key=lambda r: (r[0].lineno, r[0].col_offset), reverse=True):
+        first, last = text[stmt.lineno - 1], text[(stmt.end_lineno or stmt.lineno) - 1]
+        head = first[: _column(first, stmt.col_offset)]
+        tail = last[_column(last, stmt.end_col_offset or 0):]
+        if stmt.end_lineno == stmt.lineno:
+            text[stmt.lineno - 1] = head + new + tail
+        else:
+            text[stmt.lineno - 1] = head + new + ("" if tail.strip()[:1] in ("", "#") else tail)
+            for n in range(stmt.lineno, stmt.end_lineno or stmt.lineno):
+                text[n] = ""
+    return [None if number in omitted else line for number, line in enumerate(text, 1)]
+
+
+def _column(line: str, offset: int) -> int:
+    """The character index of ``ast``'s column ``offset``, which counts UTF-8 bytes."""
+    return len(line.encode("utf-8")[:offset].decode("utf-8", "ignore"))
 
 
 def strip_ipython(source: str) -> tuple[Optional[str], int]:
@@ -315,51 +427,138 @@ def _ipython_line(stripped: str) -> bool:
 # ---------------------------------------------------------------------------------------------- the rule
 
 
-def _defines(stmt: ast.stmt, defined: set[str]) -> bool:
-    """Does the top-level statement only define something (kept), rather than run work (left out)?"""
+@dataclass(frozen=True)
+class _Known:
+    """What the rule knows besides the names defined so far."""
+
+    #: names an import bound: setting their attributes or items (``plt.rcParams[...] = ...``) configures a library
+    imported: frozenset[str] = frozenset()
+    #: kept classes whose constructor Python generates (``@dataclass``, ``NamedTuple``, ``namedtuple``):
+    #: calling one runs no notebook code
+    records: frozenset[str] = frozenset()
+
+
+def _defines(stmt: ast.stmt, defined: set[str], known: _Known, passed: list[ast.stmt]) -> bool:
+    """Does the top-level statement only define something (kept), rather than run work (left out)?
+
+    :param passed: collects bare expressions inside a kept ``if``/``try`` block, which become ``pass``
+    """
     if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Pass)):
         return True
     if isinstance(stmt, ast.If):
         if _is_main_guard(stmt.test):
             return True  # never runs when the module is imported
-        return _cheap(stmt.test, defined) and _all_define(stmt.body + stmt.orelse, defined)
+        return _cheap(stmt.test, defined, known) and _all_define(stmt.body + stmt.orelse, defined, known, passed)
     if isinstance(stmt, ast.Try):
-        handlers_ok = all(h.type is None or _cheap(h.type, defined) for h in stmt.handlers)
+        handlers_ok = all(h.type is None or _cheap(h.type, defined, known) for h in stmt.handlers)
         return handlers_ok and _all_define(stmt.body + stmt.orelse + stmt.finalbody
-                                           + [s for h in stmt.handlers for s in h.body], defined)
+                                           + [s for h in stmt.handlers for s in h.body], defined, known, passed)
     if isinstance(stmt, ast.Assign):
-        return all(_plain_target(t, defined) for t in stmt.targets) and _cheap(stmt.value, defined)
+        return all(_plain_target(t, defined, known) for t in stmt.targets) and _cheap(stmt.value, defined, known)
     if isinstance(stmt, ast.AnnAssign):
-        return _plain_target(stmt.target, defined) and (stmt.value is None or _cheap(stmt.value, defined))
+        return (_plain_target(stmt.target, defined, known)
+                and (stmt.value is None or _cheap(stmt.value, defined, known)))
     if isinstance(stmt, ast.AugAssign):
-        return _plain_target(stmt.target, defined) and _cheap(stmt.target, defined) and _cheap(stmt.value, defined)
+        return (_plain_target(stmt.target, defined, known) and _cheap(stmt.target, defined, known)
+                and _cheap(stmt.value, defined, known))
     if isinstance(stmt, ast.Expr):
         if isinstance(stmt.value, ast.Constant):
             return True  # a docstring, or `...`
         return (isinstance(stmt.value, ast.Call) and dotted(stmt.value.func) in SETUP_CALLS
-                and _cheap(stmt.value, defined))
+                and _cheap(stmt.value, defined, known))
     return False
 
 
-def _all_define(body: list[ast.stmt], defined: set[str]) -> bool:
-    inner = set(defined)
+def _all_define(body: list[ast.stmt], defined: set[str], known: _Known, passed: list[ast.stmt]) -> bool:
+    """Does a block only define? A bare expression in it (``print(device)``) is work left out as ``pass``."""
+    inner, here = set(defined), []
     for stmt in body:
-        if not _defines(stmt, inner):
+        if _defines(stmt, inner, known, here):
+            inner |= bound_names(stmt)
+        elif isinstance(stmt, ast.Expr) and not any(isinstance(n, ast.NamedExpr) for n in ast.walk(stmt)):
+            here.append(stmt)
+        else:
             return False
-        inner |= bound_names(stmt)
+    passed += here
     return True
 
 
-def _plain_target(target: ast.expr, defined: set[str]) -> bool:
-    """A name, a tuple of names, or an attribute/item of something defined (``config.lr = 1``)."""
+def _split_assignment(stmt: ast.stmt, defined: set[str], known: _Known,
+                      source: str) -> Optional[tuple[ast.Assign, str, set[str]]]:
+    """``a, b, c = len(vocab), 256, d2l.try_gpu()`` with some parts cheap: an assignment of those parts alone,
+    its text, and the names left out; None when the statement is not such a tuple assignment."""
+    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], (ast.Tuple, ast.List))
+            and isinstance(stmt.value, (ast.Tuple, ast.List)) and len(stmt.targets[0].elts) == len(stmt.value.elts)
+            and not any(isinstance(e, ast.Starred) for e in stmt.targets[0].elts + stmt.value.elts)):
+        return None
+    pairs = list(zip(stmt.targets[0].elts, stmt.value.elts))
+    kept = [(t, v) for t, v in pairs if _plain_target(t, defined, known) and _cheap(v, defined, known)]
+    texts = [(ast.get_source_segment(source, t), ast.get_source_segment(source, v)) for t, v in kept]
+    if not kept or any(t is None or v is None or "\n" in t + v for t, v in texts):
+        return None
+    node = ast.Assign(targets=[ast.Tuple(elts=[t for t, _ in kept], ctx=ast.Store())],
+                      value=ast.Tuple(elts=[v for _, v in kept], ctx=ast.Load()))
+    ast.copy_location(node, stmt)
+    text = f"{', '.join(t for t, _ in texts)} = {', '.join(v for _, v in texts)}"  # type: ignore[arg-type]
+    lost = {n.id for t, _ in pairs if all(t is not k for k, _ in kept) for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return node, text, lost
+
+
+def _record_names(stmt: ast.stmt) -> set[str]:
+    """The classes a statement defines whose constructor Python writes and only stores its arguments:
+    ``@dataclass`` classes and ``NamedTuple`` ones without their own ``__init__``/``__new__``/``__post_init__``
+    or ``default_factory`` (which would call code), and ``namedtuple(...)`` assignments."""
+    if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Call) and dotted(stmt.value.func) in (
+            "namedtuple", "collections.namedtuple"):
+        return {t.id for t in stmt.targets if isinstance(t, ast.Name)}
+    if not isinstance(stmt, ast.ClassDef) or stmt.keywords:
+        return set()
+    decorators = [dotted(d.func if isinstance(d, ast.Call) else d) for d in stmt.decorator_list]
+    bases = [dotted(b) for b in stmt.bases]
+    dataclass_ = decorators in (["dataclass"], ["dataclasses.dataclass"]) and not bases
+    named_tuple = not decorators and bases in (["NamedTuple"], ["typing.NamedTuple"])
+    own_code = any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) and s.name in ("__init__", "__new__", "__post_init__")
+                   for s in stmt.body)
+    factory = any(isinstance(n, ast.keyword) and n.arg == "default_factory" for n in ast.walk(stmt))
+    return {stmt.name} if (dataclass_ or named_tuple) and not own_code and not factory else set()
+
+
+def _read_when_defined(stmt: ast.stmt, future_annotations: bool, missing: set[str]) -> list[ast.Name]:
+    """Names in ``missing`` that defining the function or class reads: its decorators, default values,
+    annotations (unless ``from __future__ import annotations``), base classes and class body."""
+    nodes: list[ast.AST] = list(getattr(stmt, "decorator_list", []))
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        nodes += stmt.args.defaults + [d for d in stmt.args.kw_defaults if d]
+        if not future_annotations:
+            arguments = stmt.args.posonlyargs + stmt.args.args + stmt.args.kwonlyargs + [
+                a for a in (stmt.args.vararg, stmt.args.kwarg) if a]
+            nodes += [a.annotation for a in arguments if a.annotation] + ([stmt.returns] if stmt.returns else [])
+    elif isinstance(stmt, ast.ClassDef):
+        nodes += stmt.bases + [k.value for k in stmt.keywords]
+        own = set().union(*(bound_names(s) for s in stmt.body)) if stmt.body else set()
+        for inner in stmt.body:
+            if isinstance(inner, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                nodes += _read_when_defined(inner, future_annotations, missing)
+            else:
+                nodes += [n for n in ast.walk(inner) if isinstance(n, ast.Name) and n.id not in own]
+    return [n for node in nodes for n in ast.walk(node)
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in missing]
+
+
+def _plain_target(target: ast.expr, defined: set[str], known: _Known) -> bool:
+    """A name, a tuple of names, or an attribute/item of something the notebook defined (``config.lr = 1``),
+    not of an imported module (``plt.rcParams[...] = ...`` configures a library: work, left out)."""
     if isinstance(target, ast.Name):
         return True
     if isinstance(target, (ast.Tuple, ast.List)):
-        return all(_plain_target(t, defined) for t in target.elts)
+        return all(_plain_target(t, defined, known) for t in target.elts)
     if isinstance(target, ast.Starred):
-        return _plain_target(target.value, defined)
+        return _plain_target(target.value, defined, known)
     if isinstance(target, (ast.Attribute, ast.Subscript)):
-        return _cheap(target, defined)
+        root = target
+        while isinstance(root, (ast.Attribute, ast.Subscript)):
+            root = root.value
+        return not (isinstance(root, ast.Name) and root.id in known.imported) and _cheap(target, defined, known)
     return False
 
 
@@ -387,35 +586,43 @@ def dotted(node: ast.expr) -> str:
     return ".".join([node.id] + parts[::-1])
 
 
-def _cheap(node: ast.expr, defined: set[str]) -> bool:
+def _called(func: ast.expr) -> str:
+    """The name a call is known by: ``nn.RNN``, and ``torch.Generator().manual_seed`` for a method of a call."""
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Call):
+        inner = _called(func.value.func)
+        return f"{inner}().{func.attr}" if inner else ""
+    return dotted(func)
+
+
+def _cheap(node: ast.expr, defined: set[str], known: _Known = _Known()) -> bool:
     """Is the expression cheap to evaluate, free of work, and reading only names already defined?"""
     if isinstance(node, ast.Lambda):
-        return all(_cheap(d, defined) for d in node.args.defaults + [d for d in node.args.kw_defaults if d])
+        return all(_cheap(d, defined, known) for d in node.args.defaults + [d for d in node.args.kw_defaults if d])
     if isinstance(node, ast.Name):
         return node.id in defined
     if isinstance(node, ast.Call):
-        name = dotted(node.func)
+        name = _called(node.func)
         layer = name.startswith(LAYER_PREFIXES) and name.rsplit(".", 1)[-1][:1].isupper()
-        if not (name in CHEAP_CALLS or layer):
+        if not (name in CHEAP_CALLS or layer or name.startswith(PURE_PREFIXES) or name in known.records):
             return False
-        return (_cheap(node.func, defined) and all(_cheap(a, defined) for a in node.args)
-                and all(_cheap(k.value, defined) for k in node.keywords))
-    if isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Await, ast.Yield,
-                         ast.YieldFrom, ast.NamedExpr)):
+        return (_cheap(node.func, defined, known) and all(_cheap(a, defined, known) for a in node.args)
+                and all(_cheap(k.value, defined, known) for k in node.keywords))
+    if isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+        inner = set(defined)  # the loop variables are defined inside, in order
+        for loop in node.generators:
+            if loop.is_async or not _cheap(loop.iter, inner, known):
+                return False
+            if not all(isinstance(n, (ast.Name, ast.Tuple, ast.List, ast.Starred, ast.expr_context))
+                       for n in ast.walk(loop.target)):
+                return False  # `for obj.x in ...` sets attributes
+            inner |= {n.id for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
+            if not all(_cheap(test, inner, known) for test in loop.ifs):
+                return False
+        parts = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
+        return all(_cheap(part, inner, known) for part in parts)
+    if isinstance(node, (ast.Await, ast.Yield, ast.YieldFrom, ast.NamedExpr)):
         return False
-    return all(_cheap(child, defined) for child in ast.iter_child_nodes(node) if isinstance(child, ast.expr))
-
-
-def _whole_lines(body: list[ast.stmt], keep: list[bool]) -> list[bool]:
-    """Statements sharing a line with a left-out one (``import torch; train()``) are left out too."""
-    keep = list(keep)
-    while True:
-        dropped = {n for stmt, k in zip(body, keep) if not k for n in _span(stmt)}
-        changed = [i for i, (stmt, k) in enumerate(zip(body, keep)) if k and dropped & set(_span(stmt))]
-        if not changed:
-            return keep
-        for i in changed:
-            keep[i] = False
+    return all(_cheap(child, defined, known) for child in ast.iter_child_nodes(node) if isinstance(child, ast.expr))
 
 
 def _span(stmt: ast.stmt) -> range:
@@ -443,9 +650,20 @@ def bound_names(stmt: ast.stmt) -> set[str]:
     return names
 
 
-def loaded_names(node: ast.AST) -> set[str]:
-    """Every name the code reads, anywhere inside it."""
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+def imported_modules(stmt: ast.stmt) -> list[str]:
+    """What an import imports, as a student would name it: ``torch``, ``matplotlib.pyplot``, ``torch.nn``."""
+    if isinstance(stmt, ast.Import):
+        return [a.name for a in stmt.names]
+    if isinstance(stmt, ast.ImportFrom):
+        module = "." * stmt.level + (stmt.module or "")
+        return [f"{module}.{a.name}" if module and not module.endswith(".") else module + a.name for a in stmt.names]
+    return []
+
+
+def loaded_names(node: ast.AST, skip: Optional[set[int]] = None) -> set[str]:
+    """Every name the code reads, anywhere inside it (but in the nodes whose ``id()`` is in ``skip``)."""
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+            and not (skip and id(n) in skip)}
 
 
 def free_names(node: ast.AST) -> set[str]:
@@ -477,7 +695,8 @@ def point_at_notebooks(report: GradingReport, notebooks: Mapping[str, Converted]
     """
     if not notebooks:
         return report
-    patterns = {module: re.compile(rf"(?<![\w.]){re.escape(module)}(?::(\d+)|, line (\d+))?(?![\w])")
+    # a folder before the module (`/tmp/submission-x1/rnn.py:114` in a warning's output) goes with it
+    patterns = {module: re.compile(rf"(?<![\w./-])(?:[\w.~-]*/)*{re.escape(module)}(?::(\d+)|, line (\d+))?(?![\w])")
                 for module in notebooks}
 
     def text(value: str, own: Optional[str] = None) -> str:
@@ -496,7 +715,7 @@ def point_at_notebooks(report: GradingReport, notebooks: Mapping[str, Converted]
         return value
 
     def check(result):  # noqa: ANN001 - a CheckResult
-        return replace(result, message=text(result.message), details=text(result.details))
+        return replace(result, message=text(result.message), details=text(result.details), output=text(result.output))
 
     exercises = tuple(replace(ex, checks=tuple(check(c) for c in ex.checks)) for ex in report.exercises)
     def problem(p: FileProblem) -> FileProblem:
@@ -513,6 +732,7 @@ def point_at_notebooks(report: GradingReport, notebooks: Mapping[str, Converted]
     implemented = {hook: notebooks[f].name or f if f in notebooks else f for hook, f in report.implemented.items()}
     locations = {hook: ((notebooks[f].name or f, 1) if f in notebooks else (f, line))
                  for hook, (f, line) in report.locations.items()}
+    problems += tuple(FileProblem(c.name or m, e, "error") for m, c in notebooks.items() for e in c.errors)
     problems += tuple(FileProblem(c.name or m, w, "warning") for m, c in notebooks.items() for w in c.warnings)
     notices = tuple(c.summary(m) for m, c in notebooks.items()) + tuple(text(n) for n in report.notices)
     return replace(report, exercises=exercises, problems=problems, implemented=implemented, locations=locations,

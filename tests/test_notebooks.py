@@ -6,8 +6,10 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import math
 import re
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import nbformat
@@ -239,7 +241,135 @@ def test_definitions_are_kept_and_top_level_work_is_left_out():
     assert converted.left_out == ("cell 4",) and converted.partly == ("cell 1", "cell 3")
     assert converted.unused_imports == ("matplotlib.pyplot",)
     assert len(converted.warnings) == 1 and "uses_vocab (cell 2) uses vocab" in converted.warnings[0]
-    assert "cell 1" in converted.warnings[0] and KEEP_TAG in converted.warnings[0]
+    # vocab comes from loading data, which grading does not run: keeping that cell would not help
+    assert "cell 1" in converted.warnings[0] and "pass it as an argument" in converted.warnings[0]
+    assert KEEP_TAG not in converted.warnings[0]
+
+
+def run_module(source: str) -> dict:
+    """The converted module's names after running it (the tests' own code, as a loader would)."""
+    import sys
+    import types
+
+    module = types.ModuleType("converted_notebook")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    try:
+        exec(compile(source, "converted.py", "exec"), module.__dict__)  # noqa: S102 - code written by these tests
+    finally:
+        del sys.modules[module.__name__]
+    return module.__dict__
+
+
+def test_a_cell_that_does_not_parse_and_defines_nothing_is_left_out_with_an_error():
+    converted = convert([
+        Cell("cell 1", "import torch\ndef f(x):\n    return x"),
+        Cell("cell 21", "# trying a GRU\ngru_layer = torch.nn.GRU(28, 256"),
+    ], "hw.ipynb")
+    assert "def f(x):" in converted.source and "GRU" not in converted.source
+    run_module(converted.source)
+    assert converted.errors == ("cell 21, line 2: SyntaxError: '(' was never closed; the cell was left out (it "
+                                "defines no function or class): fix it or delete it",)
+    # a broken cell holding a definition is kept, so the loader reports its error rather than losing the function
+    kept = convert([Cell("cell 4", "def rnn(x)\n    return x")], "hw.ipynb")
+    assert "def rnn(x)" in kept.source and not kept.errors
+
+
+def test_assignments_configuring_an_imported_library_are_left_out_with_its_import():
+    converted = convert([Cell("cell 1", "import matplotlib.pyplot as plt\nimport pandas as pd\nimport torch\n"
+                                        "plt.rcParams['figure.figsize'] = (10, 4)\npd.options.display.width = 120\n"
+                                        "torch.backends.cudnn.benchmark = True\nsettings = {}\nsettings['lr'] = 1\n"
+                                        "W = torch.zeros(2)")], "hw.ipynb")
+    source = converted.source
+    assert "rcParams" not in source and "pd.options" not in source and "cudnn" not in source
+    assert "matplotlib" not in source and "pandas" not in source  # nothing kept uses them now
+    assert "settings['lr'] = 1" in source and "W = torch.zeros(2)" in source  # the notebook's own dict: kept
+    assert run_module(source)["settings"] == {"lr": 1}
+
+
+def test_lookup_tables_built_by_comprehensions_are_kept():
+    converted = convert([
+        Cell("cell 1", "import torch\nfrom torch import nn"),
+        Cell("cell 6", 'ACTIVATIONS = {n: getattr(torch, n) for n in ("tanh", "relu")}\nACT = ACTIVATIONS["tanh"]\n'
+                       "SQUARES = [i * i for i in range(4) if i % 2]\nPAIRS = {(a, b) for a in range(2) for b in range(a)}\n"
+                       "vocab = load_vocab()\nIDS = {t: i for i, t in enumerate(vocab)}\n"
+                       "LAYERS = [make_layer(i) for i in range(3)]"),
+    ], "hw.ipynb")
+    namespace = run_module(converted.source)
+    import torch
+    assert namespace["ACT"] is torch.tanh and namespace["SQUARES"] == [1, 9] and namespace["PAIRS"] == {(1, 0)}
+    # a comprehension over a left-out name, or calling a function, is work: left out
+    assert "IDS" not in namespace and "make_layer" not in converted.source
+
+
+def test_a_left_out_name_read_when_a_function_is_defined_is_an_error_saying_loading_fails():
+    converted = convert([
+        Cell("cell 4", "import torch\nfrom grader import hookimpl\ncfg = load_config('lab.yaml')"),
+        Cell("cell 6", "@hookimpl\ndef grad_clipping(net,\n                  theta=cfg.theta):\n    return theta"),
+        Cell("cell 7", "def uses_cfg_inside(net):\n    return cfg.theta"),
+    ], "hw.ipynb")
+    assert converted.errors == (
+        "loading the notebook fails: cell 6, line 3 reads `cfg` when `grad_clipping` is defined (decorators, "
+        "default values and annotations are evaluated then), and only code left out of cell 4 defines it: use a "
+        "constant there, or read `cfg` inside the function",)
+    assert [w.split(" uses ")[0] for w in converted.warnings] == ["uses_cfg_inside (cell 7)"]
+    assert "use the function's arguments instead (here `net`)" in converted.warnings[0]
+    # postponed annotations are not read at definition time
+    later = convert([Cell("cell 1", "from __future__ import annotations\nT = load()\ndef f(x: T) -> T:\n    return x")])
+    assert not later.errors
+
+
+def test_common_definition_values_are_kept():
+    converted = convert([
+        Cell("cell 1", "import collections, logging, math, types\nfrom dataclasses import dataclass, field\n"
+                       "from typing import NamedTuple\nimport numpy as np\nimport torch"),
+        Cell("cell 2", "@dataclass(frozen=True)\nclass Config:\n    theta: float = 1.0\n\ncfg = Config(theta=0.5)\n"
+                       "class HP(NamedTuple):\n    lr: float\n    epochs: int\nhp = HP(1.0, 1)\n"
+                       "Pair = collections.namedtuple('Pair', 'a b')\npair = Pair(1, 2)\n"
+                       "ns = types.SimpleNamespace(lr=0.1)\nlog = logging.getLogger('lab')\n"
+                       "LOG2, EPS = math.log(2), np.finfo(np.float32).eps\ngen = torch.Generator().manual_seed(0)"),
+        Cell("cell 3", "if torch.cuda.is_available():\n    device = torch.device('cuda')\n    print('GPU:', "
+                       "torch.cuda.get_device_name(0))\nelse:\n    device = torch.device('cpu'); print('CPU')\n"
+                       "try:\n    SEED = int('7')\nexcept ValueError:\n    print('no seed')\n    SEED = 0"),
+        Cell("cell 4", "vocab_size, num_hiddens, device2 = len(vocab), 256, torch.device('cpu')"),
+    ], "hw.ipynb")
+    namespace = run_module(converted.source)
+    assert namespace["cfg"].theta == 0.5 and namespace["hp"].lr == 1.0 and namespace["pair"].b == 2
+    assert namespace["ns"].lr == 0.1 and namespace["log"].name == "lab" and namespace["LOG2"] == math.log(2)
+    assert namespace["gen"].initial_seed() == 0 and namespace["SEED"] == 7
+    assert str(namespace["device"]) in ("cpu", "cuda") and "print" not in converted.source
+    # the cheap parts of a tuple assignment are kept, on the statement's own line
+    assert namespace["num_hiddens"] == 256 and "vocab_size" not in namespace
+    assert converted.where(converted.source.splitlines().index("num_hiddens, device2 = 256, torch.device('cpu')") + 1) \
+        == "hw.ipynb, cell 4, line 1"
+
+
+def test_calling_a_notebook_class_is_kept_only_when_python_writes_its_constructor():
+    converted = convert([
+        Cell("cell 1", "from dataclasses import dataclass, field"),
+        Cell("cell 2", "@dataclass\nclass Loads:\n    n: int = 1\n    def __post_init__(self):\n        train()\n"
+                       "a = Loads()\n@dataclass\nclass Factory:\n    data: list = field(default_factory=download)\n"
+                       "b = Factory()\nclass Plain:\n    def __init__(self):\n        train()\nc = Plain()\n"
+                       "@dataclass\nclass Child(Plain):\n    n: int = 1\nd = Child()"),
+    ], "hw.ipynb")
+    for call in ("a = Loads()", "b = Factory()", "c = Plain()", "d = Child()"):
+        assert call not in converted.source, call
+
+
+def test_statements_sharing_a_line_keep_what_the_rule_keeps():
+    converted = convert([Cell("cell 1", "import torch; print(torch.__version__)\nx = load(); y = 2; show(y)\n"
+                                        "W = torch.zeros(2)")], "hw.ipynb")
+    lines = converted.source.splitlines()
+    assert "import torch; pass" in lines and "pass; y = 2; pass" in lines
+    assert converted.where(lines.index("pass; y = 2; pass") + 1) == "hw.ipynb, cell 1, line 2"
+    assert run_module(converted.source)["y"] == 2 and converted.partly == ("cell 1",)
+
+
+def test_smaller_notes_name_the_import_and_the_run_line():
+    converted = convert([Cell("cell 1", "import torch\nfrom torch import nn\nW = torch.zeros(2)"),
+                         Cell("cell 3", "%run ./helpers.ipynb\nx = 1")], "hw.ipynb")
+    assert converted.unused_imports == ("torch.nn",)
+    assert converted.warnings == ("cell 3: `%run ./helpers.ipynb` is not run when grading, so what it defines is "
+                                  "not loaded: copy the definitions this notebook needs into it",)
 
 
 def test_tags_keep_or_skip_a_cell_whole():
@@ -280,7 +410,10 @@ def test_messages_naming_the_module_are_rewritten_to_the_notebook():
                                      FileProblem("other.py", "(line 2) stays")),
                            implemented={"rnn": "hw.py"}, locations={"rnn": ("hw.py", line)},
                            notices=("integrity: rnn_scratch scored 0 because hw.py changed torch.mm",))
+    check = replace(check, output=f"/tmp/submission-ab12/hw.py:{line}: UserWarning: slow\n")
+    report = replace(report, exercises=(replace(report.exercises[0], checks=(check,)),))
     fixed = point_at_notebooks(report, {"hw.py": converted})
+    assert fixed.all_checks()[0].output == "hw.ipynb, cell 3, line 3: UserWarning: slow\n"
     shown = fixed.all_checks()[0]
     assert "at hw.ipynb, cell 3, line 3 in rnn" in shown.message and shown.details == "at hw.ipynb, cell 3, line 3, in rnn"
     assert fixed.problems[0] == FileProblem("hw.ipynb", "could not be imported: SyntaxError: bad (hw.ipynb, cell 3, line 3)")
