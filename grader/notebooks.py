@@ -506,8 +506,9 @@ def _split_assignment(stmt: ast.stmt, defined: set[str], known: _Known,
 
 def _record_names(stmt: ast.stmt) -> set[str]:
     """The classes a statement defines whose constructor Python writes and only stores its arguments:
-    ``@dataclass`` classes and ``NamedTuple`` ones without their own ``__init__``/``__new__``/``__post_init__``
-    or ``default_factory`` (which would call code), and ``namedtuple(...)`` assignments."""
+    ``@dataclass`` classes and ``NamedTuple`` ones without a base class, their own ``__init__``/``__new__``/
+    ``__post_init__``/``__setattr__``, decorated methods (a property's setter) or ``default_factory`` (each
+    would call notebook code), and ``namedtuple(...)`` assignments."""
     if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Call) and dotted(stmt.value.func) in (
             "namedtuple", "collections.namedtuple"):
         return {t.id for t in stmt.targets if isinstance(t, ast.Name)}
@@ -517,7 +518,9 @@ def _record_names(stmt: ast.stmt) -> set[str]:
     bases = [dotted(b) for b in stmt.bases]
     dataclass_ = decorators in (["dataclass"], ["dataclasses.dataclass"]) and not bases
     named_tuple = not decorators and bases in (["NamedTuple"], ["typing.NamedTuple"])
-    own_code = any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)) and s.name in ("__init__", "__new__", "__post_init__")
+    # code the generated constructor would call: its own __init__ and the like, or a property's setter
+    own_code = any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))
+                   and (s.name in ("__init__", "__new__", "__post_init__", "__setattr__") or s.decorator_list)
                    for s in stmt.body)
     factory = any(isinstance(n, ast.keyword) and n.arg == "default_factory" for n in ast.walk(stmt))
     return {stmt.name} if (dataclass_ or named_tuple) and not own_code and not factory else set()

@@ -349,9 +349,12 @@ def test_calling_a_notebook_class_is_kept_only_when_python_writes_its_constructo
         Cell("cell 2", "@dataclass\nclass Loads:\n    n: int = 1\n    def __post_init__(self):\n        train()\n"
                        "a = Loads()\n@dataclass\nclass Factory:\n    data: list = field(default_factory=download)\n"
                        "b = Factory()\nclass Plain:\n    def __init__(self):\n        train()\nc = Plain()\n"
-                       "@dataclass\nclass Child(Plain):\n    n: int = 1\nd = Child()"),
+                       "@dataclass\nclass Child(Plain):\n    n: int = 1\nd = Child()\n"
+                       "@dataclass\nclass Guarded:\n    n: int = 1\n    def __setattr__(self, k, v):\n        train()\n"
+                       "e = Guarded()\n@dataclass\nclass Setter:\n    n: int = 1\n    @property\n    def n(self):\n"
+                       "        return 1\n    @n.setter\n    def n(self, v):\n        train()\nf = Setter()"),
     ], "hw.ipynb")
-    for call in ("a = Loads()", "b = Factory()", "c = Plain()", "d = Child()"):
+    for call in ("a = Loads()", "b = Factory()", "c = Plain()", "d = Child()", "e = Guarded()", "f = Setter()"):
         assert call not in converted.source, call
 
 
