@@ -11,6 +11,7 @@ A seccomp filter (:mod:`grader.judge.seccomp`) refuses keyrings, SysV IPC and PO
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import platform
@@ -33,8 +34,12 @@ GRADER_DIR = Path(grader.__file__).resolve().parent
 RUNNER_ENTRY = "grader.runner.zygote"
 #: variables passed through to the runner; everything else in the environment stays behind
 PASSED_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "TMPDIR")
-#: the unprivileged user runners run as when the grader is started as root
-RUNNER_UID = 65534
+#: the unprivileged users runners run as when the grader is started as root, one per runner: the
+#: per-user process limit (RLIMIT_NPROC) counts every process and thread of a user on the machine,
+#: so runners sharing one user (many at once: a batch's workers, parallel tests) could refuse each
+#: other's threads. Numbers below 65536, which containers map, and above the usual users'.
+RUNNER_UIDS = range(61000, 65000)
+_LAUNCHES = itertools.count()
 #: bytes the sandbox's /tmp holds, the submission's staged files included
 TMP_LIMIT = 256 * 1024 * 1024
 #: the top-level links of a merged-/usr system, recreated as links
@@ -187,10 +192,19 @@ def sandbox_command() -> Optional[Sandbox]:
         args += ["--seccomp", str(sandbox.files[-1].fileno())]
     args.append("--")
     if as_root:
-        args += [setpriv, f"--reuid={RUNNER_UID}", f"--regid={RUNNER_UID}", "--clear-groups",
-                 "--inh-caps=-all", "--"]
+        args += _drop_to(runner_uid(), setpriv)
     sandbox.command = args + runner_command(sweep=True)
     return sandbox
+
+
+def runner_uid() -> int:
+    """A user for the next runner, different from this process's other runners' and, very likely, from
+    other processes' (spread by the process id)."""
+    return RUNNER_UIDS[(os.getpid() * 131 + next(_LAUNCHES)) % len(RUNNER_UIDS)]
+
+
+def _drop_to(uid: int, setpriv: str) -> list[str]:
+    return [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--"]
 
 
 def _others_can_read(path: str) -> bool:
@@ -216,5 +230,4 @@ def unprivileged_command() -> tuple[Optional[list[str]], str]:
             return None, (f"the answers in {folder} are readable by every user; make them private "
                           f"(chmod -R o-rwx {folder}) so the unprivileged runner cannot read them")
     # no PID namespace here: never --sweep (it would kill every process of that user on the machine)
-    return [setpriv, f"--reuid={RUNNER_UID}", f"--regid={RUNNER_UID}", "--clear-groups", "--inh-caps=-all", "--",
-            *runner_command()], ""
+    return [*_drop_to(runner_uid(), setpriv), *runner_command()], ""
