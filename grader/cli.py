@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "changed (with -v the whole report each time; --out files are rewritten); Ctrl-C stops")
     batch = parser.add_argument_group("grading a class (instructors)")
     batch.add_argument("--batch", metavar="SUBMISSIONS", type=Path,
-                       help="grade every student in this folder (a folder, .zip, .tar.gz or .py per student; "
+                       help="grade every student in this folder (a folder, .zip, .tar.gz, .py or .ipynb per student; "
                             "Gradescope exports and flat LMS downloads are recognised) into --out")
     batch.add_argument("--jobs", metavar="N", type=int, help="students graded at once (default: one per core)")
     batch.add_argument("--force", action="store_true", help="grade every student again, even if unchanged")

@@ -183,7 +183,7 @@ def test_the_books_own_d2l_import_costs_nothing(tmp_path, grading):
     assert report.points == report.max_points == 100
 
 
-def test_a_notebook_in_a_batch_archive_is_graded(tmp_path):
+def test_a_notebook_in_a_batch_archive_or_alone_is_graded(tmp_path):
     from grader.cli import main
 
     notebook = write_notebook(tmp_path / "made" / "homework.ipynb", book_notebook(rnn_cell=SWAPPED))
@@ -191,11 +191,14 @@ def test_a_notebook_in_a_batch_archive_is_graded(tmp_path):
     submissions.mkdir()
     with zipfile.ZipFile(submissions / "alice.zip", "w") as archive:
         archive.write(notebook, "alice-rnn/homework.ipynb")
+    write_notebook(submissions / "bob.ipynb", book_notebook())  # one notebook per student, as uploaded
     out = tmp_path / "results"
     assert main(["--batch", str(submissions), "--out", str(out), "--jobs", "1", "--no-config"]) == 0
     with open(out / "gradebook.csv", newline="", encoding="utf-8") as f:
-        row = {r["student"]: r for r in csv.DictReader(f)}["alice"]
+        rows = {r["student"]: r for r in csv.DictReader(f)}
+    row = rows["alice"]
     assert row["status"] == "graded" and float(row["rnn_scratch"]) < 30 and float(row["score"]) >= 70, row
+    assert rows["bob"]["status"] == "graded" and float(rows["bob"]["score"]) == 100, rows["bob"]
     record = json.loads((out / "alice" / "results.json").read_text())
     assert "homework.ipynb, cell 4, line" in json.dumps(record)
 

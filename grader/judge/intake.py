@@ -116,9 +116,9 @@ def _discover_entries(root: Path, names: list[str], visible: list[str]) -> Intak
         source = printable_name(name) + ("/" if kind == FOLDER else "")
         entries.append(_named_entry(stem, source, kind, (root / name,), _entry_problem(root / name, kind, source)))
     found = f"{len(entries)} students" if entries else (
-        "no submissions found: expected one folder, archive or .py file per student, a Gradescope export or a "
+        "no submissions found: expected one folder, archive, .py file or notebook per student, a Gradescope export or a "
         "Canvas download")
-    return Intake("entries", f"one entry per student (folders, archives, .py files): {found}",
+    return Intake("entries", f"one entry per student (folders, archives, .py files, notebooks): {found}",
                   _sorted(_flag_duplicates(entries)), tuple(ignored))
 
 
@@ -129,7 +129,7 @@ def _entry_kind(name: str, file_type: str) -> Optional[tuple[str, str]]:
     if file_type not in ("file", "link", "error"):
         return None
     lower = name.lower()
-    for suffix, kind in _ARCHIVES + ((".py", PY),):
+    for suffix, kind in _ARCHIVES + ((".py", PY), (".ipynb", PY)):  # PY: one file, a script or a notebook
         if lower.endswith(suffix) and len(name) > len(suffix):
             return kind, name[: -len(suffix)]
     # a link, or something that cannot be looked at, with no extension: most likely a student's folder

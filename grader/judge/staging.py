@@ -105,9 +105,10 @@ def stage(entry: Entry, dest: Path) -> Staged:
     try:
         if entry.kind == PY:
             files = [_file_of(entry.paths[0], (_py_name(entry),))]
-            if files[0].size > FILE_LIMIT:
+            limit = NOTEBOOK_LIMIT if files[0].parts[-1].endswith(".ipynb") else FILE_LIMIT
+            if files[0].size > limit:
                 raise _Refused(TOO_LARGE, f"{entry.source} is {_size(files[0].size)}; files over "
-                                          f"{_size(FILE_LIMIT)} are not graded")
+                                          f"{_size(limit)} are not graded")
         elif entry.kind == FLAT:
             files = _flat_files(entry, notes)
         elif entry.kind == FOLDER:
@@ -121,9 +122,11 @@ def stage(entry: Entry, dest: Path) -> Staged:
 
 
 def _py_name(entry: Entry) -> str:
-    """The name a single-file entry is staged under: its own, or its id when the name is not valid UTF-8."""
+    """The name a single-file entry (a script or a notebook) is staged under: its own, or its id when the name
+    is not valid UTF-8."""
     name = entry.paths[0].name
-    return name[:-3] + ".py" if printable_name(name) == name else entry.student + ".py"
+    suffix = ".ipynb" if name.lower().endswith(".ipynb") else ".py"
+    return name[: -len(suffix)] + suffix if printable_name(name) == name else entry.student + suffix
 
 
 def _file_of(path: Path, parts: tuple[str, ...]) -> _File:
