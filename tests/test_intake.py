@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import stat
 import tarfile
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.judge import intake, staging
+from grader.judge import intake, loading, staging
 from grader.judge.intake import Entry, discover
 from grader.judge.staging import fingerprint, stage
 
@@ -492,7 +493,7 @@ def test_archive_limits_are_too_large(tmp_path, monkeypatch, limit, value, says)
 
 
 def test_files_over_the_size_limit_are_left_out_with_a_note(tmp_path, monkeypatch):
-    monkeypatch.setattr(staging, "FILE_LIMIT", 100)
+    monkeypatch.setattr(loading, "FILE_LIMIT", 100)  # the limit's one home: loading.size_limit
     root = tmp_path / "subs"
     write(root / "alice" / "rnn_scratch.py", "small")
     write(root / "alice" / "huge.py", "#" * 500)
@@ -609,3 +610,15 @@ def test_a_member_whose_compressed_bytes_are_damaged_is_bad_archive(tmp_path):
     staged = stage_one(tmp_path, discover(tmp_path / "subs").entries[0])
     assert (staged.status, staged.folder) == (intake.BAD_ARCHIVE, None)
     assert "alice.zip" in staged.message and "create the archive again" in staged.message
+
+
+def test_a_notebook_over_the_module_limit_in_a_tar_archive_is_staged_whole(tmp_path):
+    # notebooks carry their outputs: up to the notebook limit, read whole from a tar as from a zip or folder
+    notebook = json.dumps({"cells": [{"cell_type": "code", "source": "x = 1", "metadata": {},
+                                      "outputs": [{"output_type": "stream", "name": "stdout",
+                                                   "text": os.urandom(loading.FILE_LIMIT // 2 + 1000).hex()}],
+                                      "execution_count": 1}],
+                           "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+    make_tar(tmp_path / "subs" / "alice.tar.gz", {"rnn_scratch.ipynb": notebook})
+    staged = stage_one(tmp_path, by_id(discover(tmp_path / "subs"))["alice"])
+    assert staged_files(staged) == {"rnn_scratch.ipynb": notebook}

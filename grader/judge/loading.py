@@ -40,6 +40,11 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLO
 _SYMLINK = "is a symbolic link; it was not followed (put the file itself in the folder)"
 
 
+def size_limit(name: str) -> int:
+    """The largest file named ``name`` the grader reads: a notebook carries its outputs, a module only code."""
+    return NOTEBOOK_LIMIT if name.endswith(".ipynb") else FILE_LIMIT
+
+
 def read_submission(folder: Path) -> tuple[dict[str, str], list[FileProblem]]:
     """The submission's top-level .py files (and notebooks, as modules) as text; files the grader cannot take
     are problems. See :func:`read_graded`."""
@@ -106,9 +111,8 @@ def read_graded(folder: Path) -> tuple[dict[str, str], list[FileProblem], dict[s
             left_out.append(name)
             continue
         taken += 1
-        cap = NOTEBOOK_LIMIT if name.endswith(".ipynb") else FILE_LIMIT
         try:
-            raw, size = read_regular(folder / name, cap)
+            raw, size = read_regular(folder / name, size_limit(name))
         except OSError as exc:  # ELOOP: replaced by a link since lstat
             why = _SYMLINK if exc.errno == errno.ELOOP else f"cannot be read: {exc.strerror}"
             problems.append(FileProblem(name, why))
@@ -248,16 +252,17 @@ def run_timeout(own: float, config: RunConfig) -> float:
     return float(config.check_timeout) if config.check_timeout is not None else own
 
 
-def _load_request(files: dict[str, str], timeout: float, stand_ins: Iterable[str] = ()) -> Request:
+def _load_request(files: dict[str, str], timeout: float, preload: tuple[str, ...],
+                  stand_ins: Iterable[str] = ()) -> Request:
     return Request(files=files, timeout=timeout, limits=DEFAULT_LIMITS.for_timeout(timeout),
-                   stand_ins=tuple(sorted(stand_ins)), track_files=True, preload=preloads(files))
+                   stand_ins=tuple(sorted(stand_ins)), track_files=True, preload=preload)
 
 
-def _separate_request(files: dict[str, str], per_file: float) -> Request:
+def _separate_request(files: dict[str, str], per_file: float, preload: tuple[str, ...]) -> Request:
     # side by side, SIDE_BY_SIDE at a time: two rounds of waiting at most
     timeout = 2 * per_file + 2
     return Request(files=files, timeout=timeout, limits=DEFAULT_LIMITS.for_timeout(timeout),
-                   separately=True, params={"per_file": per_file}, preload=preloads(files))
+                   separately=True, params={"per_file": per_file}, preload=preload)
 
 
 def load(files: dict[str, str], runner: Runner, config: RunConfig) -> LoadedFiles:
@@ -269,24 +274,27 @@ def load(files: dict[str, str], runner: Runner, config: RunConfig) -> LoadedFile
     (the side-by-side run is tried once more when it ends early without telling the files apart).
     """
     timeout = run_timeout(IMPORT_TIMEOUT, config)
-    reply = runner.run_one(_load_request(files, timeout))
+    preload = preloads(files)  # read from the sources once; every run of the submission carries it
+    reply = runner.run_one(_load_request(files, timeout, preload))
     broken: dict[str, str] = {}
     if reply.status != Status.OK or reply.result is None:
-        broken = _find_broken(files, runner, timeout, reply)
+        broken = _find_broken(files, runner, timeout, reply, preload)
         if broken:  # otherwise no file fails alone (e.g. one calls a sibling's endless loop): the failure stands
             files = {n: src for n, src in files.items() if n not in broken}
-            reply = runner.run_one(_load_request(files, timeout, stand_ins=[Path(n).stem for n in broken]))
+            preload = preloads(files)
+            reply = runner.run_one(_load_request(files, timeout, preload, stand_ins=[Path(n).stem for n in broken]))
     decoded = decode(reply)
     where, problems = _outcome(decoded)
     problems = [FileProblem(n, why) for n, why in broken.items()] + problems
     changed_by = {str(e.get("what")): str(e["file"]) for e in decoded.integrity_events() if e.get("file")}
-    return LoadedFiles(files, where, problems, tuple(Path(n).stem for n in broken), changed_by, preloads(files))
+    return LoadedFiles(files, where, problems, tuple(Path(n).stem for n in broken), changed_by, preload)
 
 
-def _find_broken(files: dict[str, str], runner: Runner, timeout: float, failed: Reply) -> dict[str, str]:
+def _find_broken(files: dict[str, str], runner: Runner, timeout: float, failed: Reply,
+                 preload: tuple[str, ...]) -> dict[str, str]:
     """File -> why it was set aside: the files whose own import hangs or ends the process."""
     for _ in range(2):  # a busy machine can fail the separate run itself; blaming every file needs two failures
-        reply = runner.run_one(_separate_request(files, timeout))
+        reply = runner.run_one(_separate_request(files, timeout, preload))
         decoded = decode(reply)
         outcomes = decoded.value.get("value", {}).get("files") if decoded.failure is None else None
         if isinstance(outcomes, dict) or reply.status == Status.TIMEOUT:  # a timeout would only repeat

@@ -31,8 +31,7 @@ from typing import Callable, Optional
 from grader.judge.intake import (
     BAD_ARCHIVE, EMPTY, EXERCISE_FILES, FLAT, FOLDER, LINK, PY, UNREADABLE, ZIP, Entry, archive_kind, is_hidden, join_names, path_type, reason,
 )
-from grader.judge.loading import FILE_LIMIT, printable_name, read_regular
-from grader.notebooks import NOTEBOOK_LIMIT
+from grader.judge.loading import printable_name, read_regular, size_limit
 from grader.protocol import MiB
 
 #: statuses of an entry staging cannot turn into a folder to grade, besides intake's EMPTY, BAD_ARCHIVE,
@@ -105,7 +104,7 @@ def stage(entry: Entry, dest: Path) -> Staged:
     try:
         if entry.kind == PY:
             files = [_file_of(entry.paths[0], (_py_name(entry),))]
-            limit = NOTEBOOK_LIMIT if files[0].parts[-1].endswith(".ipynb") else FILE_LIMIT
+            limit = size_limit(files[0].parts[-1])
             if files[0].size > limit:
                 raise _Refused(TOO_LARGE, f"{entry.source} is {_size(files[0].size)}; files over "
                                           f"{_size(limit)} are not graded")
@@ -250,7 +249,7 @@ def _write_chosen(files: list[_File], dest: Path, source: str, notes: list[str])
         if len(os.fsencode(f.parts[-1])) > 200:
             skipped.append((UNREADABLE, f"{name[:40]}… has too long a name to be copied"))
             continue
-        limit = NOTEBOOK_LIMIT if f.parts[-1].endswith(".ipynb") else FILE_LIMIT  # notebooks carry their outputs
+        limit = size_limit(f.parts[-1])
         try:
             data = b"" if f.size > limit else f.read(limit)
         except OSError as exc:
@@ -387,7 +386,7 @@ def _tar_files(raw: io.BytesIO, size: int, source: str) -> list[_File]:
             parts = _member_parts(member.name)
             if member.isreg() and _wanted(parts):
                 extracted = archive.extractfile(member)
-                data = extracted.read(FILE_LIMIT + 1) if extracted is not None else b""
+                data = extracted.read(size_limit(parts[-1]) + 1) if extracted is not None else b""
                 files.append(_File(parts, member.size, lambda cap, data=data: data[: cap + 1]))
     return files
 
@@ -489,7 +488,7 @@ def fingerprint(entry: Entry) -> str:
     """sha256 of what the entry consists of: the same bytes give the same hash, on any machine and run.
 
     Every name under the entry counts, with the size of each file, the text of each link (never
-    followed) and the contents of every file staging could use: .py and .ipynb files up to FILE_LIMIT,
+    followed) and the contents of every file staging could use: .py and .ipynb files up to their size_limit,
     archives up to ARCHIVE_LIMIT. Folders staging never looks into (hidden ones, caches) count by name.
     """
     # the label is part of every fingerprint a batch has stored: changing it regrades every student
@@ -518,8 +517,7 @@ def fingerprint(entry: Entry) -> str:
                 if not rel or not (is_hidden(rel[-1]) or rel[-1] in _SKIPPED_DIRS):
                     stack += [(path / child, rel + (child,)) for child in sorted(os.listdir(path), reverse=True)]
             elif stat.S_ISREG(info.st_mode):
-                limit = (ARCHIVE_LIMIT if not rel or archive_kind(rel[-1])
-                         else NOTEBOOK_LIMIT if rel[-1].endswith(".ipynb") else FILE_LIMIT)
+                limit = ARCHIVE_LIMIT if not rel or archive_kind(rel[-1]) else size_limit(rel[-1])
                 used = not rel or rel[-1].endswith(STAGED_SUFFIXES) or archive_kind(rel[-1])
                 data = read_regular(path, limit)[0] if used and info.st_size <= limit else b""
                 record(b"file", name, str(info.st_size).encode(), data)
