@@ -214,9 +214,11 @@ class Runner:
                 self.preloading = self.preloading and not request.preload
                 self.stop()
                 self._ensure_running()
-                for index, (queued_key, queued) in enumerate(in_flight):
-                    if not self.preloading:
-                        in_flight[index] = (queued_key, queued := replace(queued, preload=()))
+                if not self.preloading:  # in place: top_up appends to the same queue
+                    stripped = [(k, replace(queued, preload=())) for k, queued in in_flight]
+                    in_flight.clear()
+                    in_flight.extend(stripped)
+                for _, queued in in_flight:
                     self._outbox.put(queued.encode())
             yield key, reply
             top_up()
