@@ -224,38 +224,40 @@ def _marked_functions(module: Any, pm: Any) -> list[tuple[str, Any]]:
     names its hook as pluggy reads it.
     """
     names: dict[int, list[str]] = {}
-    for name, obj in vars(module).items():
+    for name, obj in sorted(vars(module).items()):
         names.setdefault(id(obj), []).append(name)
     found = []
     for name, obj in sorted(vars(module).items()):
+        if not _own_function(obj, module):
+            continue
         opts = pm.parse_hookimpl_opts(module, name)
-        if opts is None:
-            continue
-        specname = opts.get("specname")
-        if specname:
-            if name == min(names[id(obj)]):  # once, whatever it is called
-                found.append((specname, obj))
-            continue
         bound = names[id(obj)]
-        hooks = [n for n in bound if n in EXERCISE_HOOKS]
-        chosen = hooks or [getattr(obj, "__name__", name) if getattr(obj, "__name__", None) in bound else min(bound)]
-        if name in chosen:
-            found.append((name, obj))
+        if opts is None or name != _main_name(bound, getattr(obj, "__name__", None)):
+            continue  # not marked, or an alias of a name counted already
+        found.append((opts.get("specname") or name, obj))
     return found
+
+
+def _main_name(bound: list[str], own: Optional[str]) -> str:
+    """Which of the names a function is bound to counts: a hook's, else its own, else the first."""
+    hooks = [n for n in bound if n in EXERCISE_HOOKS]
+    return hooks[0] if hooks else own if own in bound else bound[0]
+
+
+def _own_function(obj: Any, module: Any) -> bool:
+    """A function pluggy could take that ``module`` defines (not one imported from a sibling: counted there)."""
+    return isinstance(obj, _HOOKABLE) and getattr(obj, "__module__", None) == module.__name__
 
 
 def _collect_hooks(loaded: LoadedSubmission, module: Any, filename: str, pm: Any) -> None:
     marked = _marked_functions(module, pm)
     marked_ids = {id(obj) for _, obj in marked}
     for name, obj in sorted(vars(module).items()):
-        if not isinstance(obj, _HOOKABLE) or getattr(obj, "__module__", None) != module.__name__:
-            continue  # imported from a sibling: counted where it is defined
         code = getattr(obj, "__code__", None)
-        if id(obj) not in marked_ids and name in EXERCISE_HOOKS and code is not None and getattr(obj, "__name__", None) == name:
+        if (_own_function(obj, module) and id(obj) not in marked_ids and name in EXERCISE_HOOKS and code is not None
+                and getattr(obj, "__name__", None) == name):
             loaded.unmarked.setdefault(name, (filename, code.co_firstlineno))
     for name, obj in marked:
-        if not isinstance(obj, _HOOKABLE) or getattr(obj, "__module__", None) != module.__name__:
-            continue  # imported from a sibling: counted where it is defined
         if name not in EXERCISE_HOOKS:
             close = suggest_hook(name)
             hint = f"; did you mean '{close}'?" if close else f"; the hooks are: {', '.join(EXERCISE_HOOKS)}"
