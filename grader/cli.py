@@ -8,12 +8,16 @@ import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import grader
 from grader.config import RunConfig
 from grader.report.dispatch import warn as _warn, write_reports
 from grader.secret import SECRET_ENV
+
+if TYPE_CHECKING:  # pragma: no cover
+    from grader.judge.single import Graded
+    from grader.results import GradingReport
 
 #: exit codes
 OK = 0
@@ -45,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init", metavar="DIR", type=Path, help="copy the exercise skeletons into DIR and stop")
     parser.add_argument("--out", metavar="DIR", type=Path, help="write report.html and results.json (Gradescope) here")
     parser.add_argument("--watch", action="store_true",
-                        help="grade, then grade again whenever you save a .py file in the folder, showing only what "
+                        help="grade, then grade again whenever you save a .py file or notebook in the folder, showing only what "
                              "changed (with -v the whole report each time; --out files are rewritten); Ctrl-C stops")
     batch = parser.add_argument_group("grading a class (instructors)")
     batch.add_argument("--batch", metavar="SUBMISSIONS", type=Path,
@@ -337,9 +341,7 @@ def run(folder: Path, config: RunConfig, fail_under: Optional[float] = None, bas
     finally:
         if progress is not None:  # wiped before anything else prints
             progress.close()
-    report, pm, config = graded.report, graded.pm, graded.config
-    if config.isolation == "allow-open" and not graded.isolated:
-        report = replace(report, notices=report.notices + (UNISOLATED,))
+    report, pm, config = reported(graded), graded.pm, graded.config
     if untrusted:
         report = replace(report, untrusted=untrusted, notices=(untrusted_notice(untrusted),) + report.notices)
     if config.out_dir is not None:
@@ -354,6 +356,14 @@ def run(folder: Path, config: RunConfig, fail_under: Optional[float] = None, bas
         print(f"score {report.percent:.1f} is below --fail-under {fail_under:g}")
         return BELOW_THRESHOLD
     return OK
+
+
+def reported(graded: "Graded") -> "GradingReport":
+    """The report of a grading as the terminal and the files show it: an --authoritative grade computed
+    without the sandbox says so."""
+    if graded.config.isolation == "allow-open" and not graded.isolated:
+        return replace(graded.report, notices=graded.report.notices + (UNISOLATED,))
+    return graded.report
 
 
 def run_watch(folder: Path, config: RunConfig) -> int:

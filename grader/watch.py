@@ -15,7 +15,7 @@ import signal
 import sys
 import textwrap
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
@@ -272,9 +272,7 @@ def _grade_and_show(folder: Path, config: RunConfig, runner, last: Optional[Grad
     finally:
         if progress is not None:
             progress.close()
-    report, pm, config = graded.report, graded.pm, graded.config
-    if config.isolation == "allow-open" and not graded.isolated:
-        report = replace(report, notices=report.notices + (cli.UNISOLATED,))
+    report, pm, config = cli.reported(graded), graded.pm, graded.config
     if last is not None:
         print()
     if last is not None and not config.verbose:  # the files are rewritten; the terminal shows what changed

@@ -177,7 +177,7 @@ def test_staging_prefers_a_folder_of_py_files_to_a_notebook_above_it(tmp_path):
 
 
 @pytest.mark.skipif(not HAS_D2L, reason="d2l is not installed here")
-def test_the_books_own_d2l_import_costs_nothing(tmp_path, grading):
+def test_a_book_style_notebook_using_d2l_scores_full_marks(tmp_path, grading):
     write_notebook(tmp_path / "hw" / "rnn.ipynb", book_notebook(d2l=True))
     report = grading(tmp_path / "hw")
     assert report.points == report.max_points == 100

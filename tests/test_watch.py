@@ -4,7 +4,6 @@ that regrades after a fix and stops cleanly on Ctrl-C."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -128,16 +127,11 @@ class _Lines:
             time.sleep(0.1)
 
 
-def test_watch_regrades_after_a_fix_shows_what_changed_and_stops_cleanly_on_ctrl_c(tmp_path):
-    folder = tmp_path / "my_rnn"
-    folder.mkdir()
-    for path in REFERENCE.glob("*.py"):
-        if path.name != "__init__.py":
-            shutil.copyfile(path, folder / path.name)
-    correct = (folder / "rnn_scratch.py").read_text()
+def test_watch_regrades_after_a_fix_shows_what_changed_and_stops_cleanly_on_ctrl_c(submission):
+    correct = (REFERENCE / "rnn_scratch.py").read_text()
     broken = correct.replace("H = torch.tanh(", "H = torch.relu(")
     assert broken != correct
-    (folder / "rnn_scratch.py").write_text(broken)
+    folder = submission({"rnn_scratch.py": broken})
     proc = subprocess.Popen([sys.executable, "-m", "grader", "--watch", str(folder)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
